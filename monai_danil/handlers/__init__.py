@@ -1,0 +1,7 @@
+"""Ignite handlers for MONAI engines: distractor mining (and, with it, what it logs)."""
+
+from __future__ import annotations
+
+from .distractor_mining import MINING_FIGURES, DistractorMiningHandler, from_engine_dict
+
+__all__ = ["MINING_FIGURES", "DistractorMiningHandler", "from_engine_dict"]

@@ -1,0 +1,7 @@
+"""Losses: the distractor-aware loss of DANIL."""
+
+from __future__ import annotations
+
+from .distractor_aware import DistractorAwareLoss, distractor_aware_loss
+
+__all__ = ["DistractorAwareLoss", "distractor_aware_loss"]

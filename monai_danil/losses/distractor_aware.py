@@ -1,0 +1,213 @@
+"""The distractor-aware loss: cross-entropy plus a hinge that pushes each image from its distractor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.utils import LossReduction
+from torch.nn.modules.loss import _Loss
+
+from monai_danil.mining import DistractorBatch
+
+__all__ = ["DistractorAwareLoss", "distractor_aware_loss"]
+
+
+def distractor_aware_loss(
+    features: torch.Tensor,
+    distractor_features: torch.Tensor,
+    neuron_weights: torch.Tensor,
+    has_distractor: torch.Tensor,
+    margin: float = 1.0,
+    p: int = 1,
+    eps: float = 1e-8,
+    reduction: LossReduction | str = LossReduction.MEAN,
+) -> torch.Tensor:
+    """``L_DA`` of METHOD.md item 4, the pure function.
+
+    With ``u = normalise(w * f)``, ``v = normalise(w * f_d)`` and ``d = sqrt(||u - v||^2 + eps)``,
+    each sample with a distractor contributes ``max(0, margin - d) ** p``.
+
+    Args:
+        features: (B, D) anchors' neurons.
+        distractor_features: (B, D) their distractors' neurons.
+        neuron_weights: (B, D) non-negative weights (only their direction matters).
+        has_distractor: (B,) bool; samples without a distractor contribute 0.
+        margin: hinge margin on ``d`` in [0, sqrt(2)] for non-negative features; active while the
+            weighted cosine similarity exceeds ``1 - margin**2 / 2``. Default 1.0.
+        p: 1 (hinge) or 2 (squared hinge). Default 1.
+        eps: added under the square root so the gradient at ``u == v`` is finite. Default 1e-8.
+        reduction: ``"mean"``: sum over samples with a distractor divided by ``max(1, count)``
+            (METHOD.md's definition, not a mean over the whole batch); ``"sum"``; ``"none"``: (B,).
+
+    Returns:
+        The loss; 0 with a valid graph when no sample has a distractor, never NaN.
+
+    Raises:
+        ValueError: for shapes that disagree or an unknown reduction.
+    """
+    if features.ndim != 2 or distractor_features.shape != features.shape or neuron_weights.shape != features.shape:
+        raise ValueError(
+            "features, distractor_features and neuron_weights must share one (B, D) shape, got "
+            f"{tuple(features.shape)}, {tuple(distractor_features.shape)}, {tuple(neuron_weights.shape)}."
+        )
+    if has_distractor.shape != features.shape[:1]:
+        raise ValueError(f"has_distractor must be ({features.shape[0]},), got {tuple(has_distractor.shape)}.")
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        weights = neuron_weights.detach().float()
+        u = F.normalize(weights * features.float(), dim=1, eps=eps)
+        v = F.normalize(weights * distractor_features.float(), dim=1, eps=eps)
+        distance = ((u - v).pow(2).sum(dim=1) + eps).sqrt()
+        per_sample = (margin - distance).clamp_min(0.0).pow(p)
+        per_sample = torch.where(has_distractor, per_sample, torch.zeros_like(per_sample))
+    reduction = LossReduction(reduction).value
+    if reduction == LossReduction.MEAN.value:
+        return per_sample.sum() / has_distractor.sum().clamp_min(1).to(per_sample.dtype)
+    elif reduction == LossReduction.SUM.value:
+        return per_sample.sum()
+    elif reduction == LossReduction.NONE.value:
+        return per_sample
+    else:
+        raise ValueError(f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].')
+
+
+class DistractorAwareLoss(_Loss):
+    """``L = L_cls + lambda * L_DA``: cross-entropy plus the distractor-aware term (METHOD.md items 4, 5).
+
+    The loss owns the penalty (``margin``, ``p``, ``eps``, class weights, label smoothing). What the
+    distractors are comes from a :class:`~monai_danil.mining.DistractorMiner`, either passed to
+    ``forward`` (a plain PyTorch loop) or handed over beforehand with :meth:`set_distractors` (what
+    :class:`~monai_danil.handlers.DistractorMiningHandler` does inside a MONAI trainer, which calls
+    ``loss_function(pred, label)`` with two arguments). Handed-over distractors are used by the next
+    call only. Called without distractors, the loss is plain cross-entropy.
+
+    After each call, :attr:`last_components` holds the detached ``"ce"`` and ``"da"`` parts (0-d
+    tensors for ``mean``/``sum``) for logging.
+
+    Args:
+        margin: hinge margin, see :func:`distractor_aware_loss`. Default 1.0.
+        p: 1 or 2. Default 1.
+        eps: numerical guard under the square root. Default 1e-8.
+        weight: optional per-class weights (C,) of the cross-entropy; kept as a buffer so it
+            follows ``.to()``. Default ``None``.
+        label_smoothing: cross-entropy label smoothing in [0, 1). Default 0.0.
+        reduction: ``"mean"`` (CE mean, torch's weighted mean with ``weight``, plus ``lambda`` times
+            ``L_DA`` as defined), ``"sum"`` or ``"none"`` ((B,) per-sample CE plus ``lambda`` times
+            each sample's hinge). Default ``"mean"``.
+
+    Raises:
+        ValueError: for ``p`` not in {1, 2}, a negative margin, or bad ``label_smoothing``.
+
+    Example:
+        >>> from monai_danil.mining import DistractorMiner
+        >>> loss_fn, miner = DistractorAwareLoss(margin=1.0), DistractorMiner(bank_size=0)
+        >>> f = torch.rand(8, 16, requires_grad=True)
+        >>> head = torch.nn.Linear(16, 3)
+        >>> logits, y = head(f), torch.arange(8) % 3
+        >>> batch = miner.mine(f, logits, y, classifier_weight=head.weight)
+        >>> loss = loss_fn(logits, y, distractors=batch, lambda_da=0.5)
+        >>> loss.backward()
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        p: int = 1,
+        eps: float = 1e-8,
+        weight: Sequence[float] | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if p not in (1, 2):
+            raise ValueError(f"p must be 1 or 2, got {p}.")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        self.margin = float(margin)
+        self.p = int(p)
+        self.eps = float(eps)
+        self.label_smoothing = float(label_smoothing)
+        self.class_weight: torch.Tensor | None
+        self.register_buffer(
+            "class_weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float).reshape(-1)
+        )
+        self._pending: tuple[DistractorBatch, float] | None = None
+        self.last_components: dict[str, torch.Tensor] = {}
+
+    def set_distractors(self, distractors: DistractorBatch | None, lambda_da: float = 1.0) -> None:
+        """Hand over the distractors (and the current ``lambda``) for the next call only."""
+        self._pending = None if distractors is None else (distractors, float(lambda_da))
+
+    def _check(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.ndim != 2:
+            raise ValueError(f"input must be logits of shape (B, C), got {tuple(input.shape)}.")
+        num_classes = input.shape[1]
+        if self.class_weight is not None and self.class_weight.numel() != num_classes:
+            raise ValueError(f"{self.class_weight.numel()} class weights for {num_classes} classes.")
+        if target.shape == input.shape and target.is_floating_point():
+            return target  # class probabilities / one-hot, as F.cross_entropy accepts them
+        if target.ndim == 2 and target.shape[1] == 1:
+            target = target[:, 0]
+        if target.shape != input.shape[:1]:
+            raise ValueError(
+                f"target must be class indices (B,) or (B, 1), or one-hot (B, C); got {tuple(target.shape)} "
+                f"for input {tuple(input.shape)}."
+            )
+        if target.is_floating_point():
+            target = target.round()
+        target = target.long()
+        if target.device.type == "cpu":
+            if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+                bad = target[(target < 0) | (target >= num_classes)][0].item()
+                raise ValueError(f"label {bad} out of range for {num_classes} classes (expected 0..{num_classes - 1}).")
+        else:
+            # no host sync on an accelerator: a device-side assertion instead of a ValueError
+            torch._assert_async(((target >= 0) & (target < num_classes)).all(), "label out of range")
+        return target
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        distractors: DistractorBatch | None = None,
+        lambda_da: float = 1.0,
+    ) -> torch.Tensor:
+        """
+        Args:
+            input: logits (B, C).
+            target: class indices (B,) or (B, 1), or one-hot/probabilities (B, C).
+            distractors: the miner's output for this batch; default: those handed over with
+                :meth:`set_distractors`, else none (plain cross-entropy).
+            lambda_da: weight of ``L_DA`` when ``distractors`` is given here. Default 1.0.
+
+        Raises:
+            ValueError: for bad shapes, labels out of range (checked on the CPU; on an accelerator a
+                device-side assertion, to avoid a host sync), or distractors of another batch size.
+        """
+        target = self._check(input, target)
+        if distractors is None and self._pending is not None:
+            distractors, lambda_da = self._pending
+        self._pending = None
+        ce = F.cross_entropy(
+            input, target, weight=self.class_weight, reduction=self.reduction, label_smoothing=self.label_smoothing
+        )
+        if distractors is None:
+            da = torch.zeros_like(ce)
+        else:
+            if distractors.batch_size != input.shape[0]:
+                raise ValueError(f"distractors for a batch of {distractors.batch_size}, logits for {input.shape[0]}.")
+            da = distractor_aware_loss(
+                distractors.features,
+                distractors.distractor_features,
+                distractors.neuron_weights,
+                distractors.has_distractor,
+                margin=self.margin,
+                p=self.p,
+                eps=self.eps,
+                reduction=self.reduction,
+            ).to(ce.dtype)
+        self.last_components = {"ce": ce.detach(), "da": da.detach()}
+        return ce + lambda_da * da
