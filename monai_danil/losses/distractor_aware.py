@@ -14,6 +14,14 @@ from monai_danil.mining import DistractorBatch
 __all__ = ["DistractorAwareLoss", "distractor_aware_loss"]
 
 
+def _reduction(reduction: LossReduction | str) -> str:
+    valid = [r.value for r in LossReduction]
+    value = reduction.value if isinstance(reduction, LossReduction) else str(reduction)
+    if value not in valid:
+        raise ValueError(f"Unsupported reduction: {reduction}, available options are {valid}.")
+    return value
+
+
 def distractor_aware_loss(
     features: torch.Tensor,
     distractor_features: torch.Tensor,
@@ -61,15 +69,12 @@ def distractor_aware_loss(
         distance = ((u - v).pow(2).sum(dim=1) + eps).sqrt()
         per_sample = (margin - distance).clamp_min(0.0).pow(p)
         per_sample = torch.where(has_distractor, per_sample, torch.zeros_like(per_sample))
-    reduction = LossReduction(reduction).value
+    reduction = _reduction(reduction)
     if reduction == LossReduction.MEAN.value:
         return per_sample.sum() / has_distractor.sum().clamp_min(1).to(per_sample.dtype)
-    elif reduction == LossReduction.SUM.value:
+    if reduction == LossReduction.SUM.value:
         return per_sample.sum()
-    elif reduction == LossReduction.NONE.value:
-        return per_sample
-    else:
-        raise ValueError(f'Unsupported reduction: {reduction}, available options are ["mean", "sum", "none"].')
+    return per_sample
 
 
 class DistractorAwareLoss(_Loss):
@@ -119,7 +124,7 @@ class DistractorAwareLoss(_Loss):
         label_smoothing: float = 0.0,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=_reduction(reduction))
         if p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {p}.")
         if margin < 0:

@@ -1,0 +1,178 @@
+"""DistractorMiner and MemoryBank on hand-built features."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from monai_danil.mining import DistractorMiner, MemoryBank
+
+
+def _logits_preferring(labels: torch.Tensor, confusing: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Logits where the true class is highest and ``confusing`` the second."""
+    z = torch.zeros(labels.shape[0], num_classes)
+    z[torch.arange(labels.shape[0]), labels] = 5.0
+    z[torch.arange(labels.shape[0]), confusing] = 2.0
+    return z
+
+
+def test_confusing_class_nearest_sample_is_chosen():
+    # anchor 0 (class 0) is most confused with class 2; of the two class-2 samples, #3 is closer
+    f = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],  # 0: class 0, anchor
+            [0.9, 0.1, 0.0],  # 1: class 1, nearest overall but not of the confusing class
+            [0.0, 0.0, 1.0],  # 2: class 2, far
+            [0.7, 0.0, 0.7],  # 3: class 2, nearer
+        ]
+    )
+    y = torch.tensor([0, 1, 2, 2])
+    logits = _logits_preferring(y, torch.tensor([2, 0, 0, 0]), 3)
+    miner = DistractorMiner(neuron_weighting="none", bank_size=0)
+    batch = miner.mine(f, logits, y, ids=torch.tensor([10, 11, 12, 13]))
+    assert batch.distractor_class[0].item() == 2
+    assert batch.distractor_id[0].item() == 13
+    assert torch.equal(batch.distractor_features[0], f[3])
+    assert batch.similarity[0].item() == pytest.approx(0.7 / (0.7 * 2**0.5), abs=1e-6)
+    # "any" ignores the logits and takes the nearest sample of another class
+    any_batch = DistractorMiner(distractor_class="any", bank_size=0).mine(f, logits, y)
+    assert torch.equal(any_batch.distractor_features[0], f[1])
+    assert any_batch.distractor_class[0].item() == 1
+
+
+def test_margin_weighting_uses_classifier_rows():
+    # W_0 and W_2 differ only in neuron 2, so only neuron 2 decides the distractor of class 2
+    w = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 3.0]])
+    f = torch.tensor(
+        [
+            [1.0, 0.0, 1.0],  # anchor, class 0
+            [1.0, 0.0, 0.0],  # class 2: identical on neurons 0-1, zero on neuron 2
+            [0.0, 1.0, 1.0],  # class 2: different on 0-1, equal on neuron 2
+        ]
+    )
+    y = torch.tensor([0, 2, 2])
+    logits = _logits_preferring(y, torch.tensor([2, 0, 0]), 3)
+    plain = DistractorMiner(neuron_weighting="none", bank_size=0).mine(f, logits, y)
+    weighted = DistractorMiner(neuron_weighting="margin", bank_size=0).mine(f, logits, y, classifier_weight=w)
+    assert torch.equal(plain.distractor_features[0], f[1])  # plain cosine: 1/sqrt(2) vs 1/2
+    assert torch.equal(weighted.distractor_features[0], f[2])  # only neuron 2 counts: 1 vs 0
+    assert weighted.neuron_weights[0].tolist() == [0.0, 0.0, 3.0]
+    assert weighted.similarity[0].item() == pytest.approx(1.0)
+
+
+def test_topk_mask_and_zero_head_fallback():
+    w = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -2.0, 0.5, 0.0]])
+    f = torch.rand(2, 4)
+    y = torch.tensor([0, 1])
+    logits = _logits_preferring(y, torch.tensor([1, 0]), 2)
+    miner = DistractorMiner(neuron_weighting="topk", topk=0.5, bank_size=0)
+    batch = miner.mine(f, logits, y, classifier_weight=w)
+    # |W_0 - W_1| = (1, 2, 0.5, 0): the top half are neurons 1 and 0
+    assert batch.neuron_weights[0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    # a zero-initialised head (W_y == W_c) falls back to uniform weights
+    zero = DistractorMiner(neuron_weighting="margin", bank_size=0).mine(f, logits, y, classifier_weight=torch.zeros(2, 4))
+    assert torch.equal(zero.neuron_weights, torch.ones(2, 4))
+    tiny = DistractorMiner(neuron_weighting="topk", topk=0.01, bank_size=0).mine(f, logits, y, classifier_weight=w)
+    assert tiny.neuron_weights.sum(dim=1).tolist() == [1.0, 1.0]  # at least one neuron
+
+
+def test_random_picks_only_other_class_candidates_uniformly():
+    torch.manual_seed(0)
+    f = torch.rand(6, 4)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    miner = DistractorMiner(distractor_class="random", bank_size=0)
+    chosen = []
+    for _ in range(300):
+        batch = miner.mine(f, torch.randn(6, 3), y, ids=torch.arange(6))
+        assert (batch.distractor_class != y).all() and batch.has_distractor.all()
+        chosen.append(batch.distractor_id[0].item())
+    counts = torch.bincount(torch.tensor(chosen), minlength=6)
+    assert counts[:2].sum() == 0
+    assert (counts[2:] > 40).all()  # about 75 each of 4 candidates
+
+
+def test_no_candidate_of_the_confusing_class():
+    f = torch.rand(3, 4)
+    y = torch.tensor([0, 0, 1])
+    logits = _logits_preferring(y, torch.tensor([2, 2, 0]), 3)  # class 2 is absent
+    batch = DistractorMiner(neuron_weighting="none", bank_size=0).mine(f, logits, y)
+    assert batch.has_distractor.tolist() == [False, False, True]
+    assert batch.distractor_class.tolist() == [-1, -1, 0]
+    assert batch.similarity[:2].tolist() == [0.0, 0.0]
+    figures = batch.figures()
+    assert figures["fraction"].item() == pytest.approx(1 / 3)
+    assert torch.isfinite(figures["distance"])
+
+
+def test_bank_candidates_and_gradient_only_into_batch():
+    miner = DistractorMiner(neuron_weighting="none", bank_size=8)
+    bank_f = torch.tensor([[1.0, 0.1], [0.0, 1.0]])
+    miner.update(bank_f, torch.tensor([1, 1]), torch.tensor([100, 101]))
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    batch = miner.mine(f, _logits_preferring(y, torch.tensor([1, 1]), 2), y)
+    assert batch.from_bank.tolist() == [True, True]
+    assert batch.distractor_id.tolist() == [100, 101]
+    assert not batch.distractor_features.requires_grad or batch.distractor_features.grad_fn is not None
+    batch.distractor_features.sum().backward()
+    assert torch.equal(f.grad, torch.zeros_like(f))  # bank entries are constants
+
+
+def test_bank_is_fifo_and_never_exposes_unfilled_slots():
+    bank = MemoryBank(4)
+    assert bank.entries() is None
+    bank.update(torch.rand(3, 2), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))
+    feats, labels, ids = bank.entries()
+    assert feats.shape == (3, 2) and ids.tolist() == [0, 1, 2]
+    assert torch.allclose(feats.norm(dim=1), torch.ones(3))
+    bank.update(torch.rand(3, 2), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]))
+    # slots 0 and 1 (ids 0 and 1, the oldest) were overwritten by ids 4 and 5
+    assert bank.entries()[2].tolist() == [4, 5, 2, 3]
+    assert bank.count == 4 and bank.ptr == 2
+    # a batch larger than the bank keeps its newest rows
+    bank.update(torch.rand(6, 2), torch.zeros(6, dtype=torch.long), torch.arange(10, 16))
+    assert sorted(bank.entries()[2].tolist()) == [12, 13, 14, 15]
+    storage = bank.features.data_ptr()
+    bank.update(torch.rand(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor([20]))
+    assert bank.features.data_ptr() == storage  # preallocated: no reallocation per step
+
+
+def test_bank_state_dict_round_trip_with_weights_only():
+    miner = DistractorMiner(bank_size=5)
+    miner.update(torch.rand(3, 4), torch.tensor([0, 1, 0]), torch.tensor([7, 8, 9]))
+    buffer = io.BytesIO()
+    torch.save(miner.state_dict(), buffer)
+    buffer.seek(0)
+    restored = DistractorMiner(bank_size=5)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.bank.count == 3 and restored.bank.ptr == 3
+    assert torch.equal(restored.bank.features, miner.bank.features)
+    assert restored.bank.ids[:3].tolist() == [7, 8, 9]
+    storage = restored.bank.features.data_ptr()
+    restored.update(torch.rand(1, 4), torch.tensor([1]), torch.tensor([10]))
+    assert restored.bank.features.data_ptr() == storage and restored.bank.count == 4
+    with pytest.raises(ValueError, match="5 slots, this bank 6"):
+        DistractorMiner(bank_size=6).load_state_dict(miner.state_dict())
+    empty = DistractorMiner(bank_size=5)
+    empty.load_state_dict(DistractorMiner(bank_size=5).state_dict())
+    assert empty.bank.entries() is None
+
+
+def test_invalid_options_and_shapes():
+    with pytest.raises(ValueError, match="distractor_class"):
+        DistractorMiner(distractor_class="hardest")
+    with pytest.raises(ValueError, match="neuron_weighting"):
+        DistractorMiner(neuron_weighting="gradient")
+    with pytest.raises(ValueError, match="topk"):
+        DistractorMiner(topk=0)
+    with pytest.raises(ValueError, match="bank size"):
+        DistractorMiner(bank_size=-1)
+    miner = DistractorMiner(bank_size=0)
+    with pytest.raises(ValueError, match="classifier's weight"):
+        miner.mine(torch.rand(2, 3), torch.rand(2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="does not match 3 tapped neurons"):
+        miner.mine(torch.rand(2, 3), torch.rand(2, 2), torch.tensor([0, 1]), classifier_weight=torch.rand(2, 5))
+    with pytest.raises(ValueError, match="3 labels for a batch of 2"):
+        miner.mine(torch.rand(2, 3), torch.rand(2, 2), torch.tensor([0, 1, 1]))
