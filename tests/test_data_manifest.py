@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monai_danil.data import atomic_output_dir, read_manifest, to_class_index, write_manifest
@@ -93,6 +94,7 @@ def test_to_class_index_spellings() -> None:
     assert to_class_index("3", SKIN_CLASSES) == 3
     assert to_class_index(6, SKIN_CLASSES) == 6
     assert to_class_index("4") == 4
+    assert to_class_index(np.int64(2), SKIN_CLASSES) == 2
     aliases = {"01_TUMOR": "tumor", "TUM": 0, "str": "STROMA"}
     assert to_class_index("01_tumor", KATHER2016_CLASSES, aliases) == 0
     assert to_class_index("TUM", KATHER2016_CLASSES, aliases) == 0
@@ -101,7 +103,15 @@ def test_to_class_index_spellings() -> None:
 
 @pytest.mark.parametrize(
     ("value", "names"),
-    [("7", SKIN_CLASSES), ("-1", SKIN_CLASSES), ("melanoma", SKIN_CLASSES), ("1.0", None), ("nv", None), (True, None)],
+    [
+        ("7", SKIN_CLASSES),
+        ("-1", SKIN_CLASSES),
+        ("melanoma", SKIN_CLASSES),
+        ("1.0", None),
+        (np.float64(3.5), None),
+        ("nv", None),
+        (True, None),
+    ],
 )
 def test_to_class_index_rejects(value: object, names: list[str] | None) -> None:
     with pytest.raises(ValueError, match="unknown label"):

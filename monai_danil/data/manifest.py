@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import numbers
 import os
 import shutil
 import uuid
@@ -77,8 +78,8 @@ class _LabelMap:
     def _from_name_or_number(self, value: object) -> int:
         if isinstance(value, bool):
             raise ValueError(value)
-        if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0):
-            number = int(value)  # type: ignore[arg-type]
+        if isinstance(value, numbers.Integral):  # int and numpy integers, not floats
+            number = int(value)
         else:
             text = str(value).strip()
             if text.casefold() in self.by_name:
@@ -263,6 +264,17 @@ def write_manifest(
     return path
 
 
+def _check_output_free(out_dir: str | os.PathLike[str], overwrite: bool) -> None:
+    """Raise ``FileExistsError`` unless ``out_dir`` is absent, empty, or may be overwritten."""
+    out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a folder; expected a folder path.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output folder {out} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
+        )
+
+
 def _fresh_sibling(out: Path, tag: str) -> Path:
     # a plain mkdir (not tempfile.mkdtemp, which is private 0700) so the result gets the usual umask
     while True:
@@ -296,12 +308,7 @@ def atomic_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) 
         ...     (tmp / "manifest.csv").write_text("relative_path,label,split\\n")
     """
     out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a folder; expected a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {out} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
-        )
+    _check_output_free(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _fresh_sibling(out, "tmp")
     tmp.mkdir()
