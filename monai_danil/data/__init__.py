@@ -1,7 +1,23 @@
-"""Data: dataset manifests, converters from public dataset layouts, and a SYNTHETIC demo set."""
+"""Data: dataset manifests, converters from public dataset layouts, and a SYNTHETIC demo set.
+
+``read_manifest`` turns a ``manifest.csv`` (``relative_path,label,split``) into a MONAI datalist;
+the converters (also ``python -m monai_danil.data --help``) write such manifests from the layouts
+HAM10000, ISIC 2018, APTOS 2019, MedMNIST and class-per-folder trees ship in;
+``make_synthetic_retina`` writes a SYNTHETIC (not medical) demo set for machines without data.
+"""
 
 from __future__ import annotations
 
+from .converters import (
+    APTOS2019_GRADES,
+    HAM10000_CLASSES,
+    ISIC2018_COLUMNS,
+    convert_aptos2019,
+    convert_folders,
+    convert_ham10000,
+    convert_isic2018,
+    convert_medmnist,
+)
 from .manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -10,12 +26,25 @@ from .manifest import (
     to_class_index,
     write_manifest,
 )
+from .splits import stratified_split
+from .synthetic import draw_synthetic_fundus, make_synthetic_retina
 
 __all__ = [
+    "APTOS2019_GRADES",
+    "HAM10000_CLASSES",
+    "ISIC2018_COLUMNS",
     "MANIFEST_COLUMNS",
     "MANIFEST_NAME",
     "atomic_output_dir",
+    "convert_aptos2019",
+    "convert_folders",
+    "convert_ham10000",
+    "convert_isic2018",
+    "convert_medmnist",
+    "draw_synthetic_fundus",
+    "make_synthetic_retina",
     "read_manifest",
+    "stratified_split",
     "to_class_index",
     "write_manifest",
 ]
