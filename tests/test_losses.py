@@ -196,3 +196,30 @@ def test_one_hot_targets():
     one_hot = F.one_hot(idx, 4).float()
     loss_fn = DistractorAwareLoss()
     assert loss_fn(logits, one_hot).item() == pytest.approx(loss_fn(logits, idx).item(), rel=1e-6)
+
+
+def test_ordinal_margin_matrix_grows_with_grade_distance():
+    from monai_danil.losses import ordinal_margins
+
+    m = ordinal_margins(5, margin=1.0)
+    assert m[0] == [0.0, 0.25, 0.5, 0.75, 1.0] and m[3][1] == 0.5
+    assert ordinal_margins(3, margin=1.2, power=2)[0][1] == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        ordinal_margins(1)
+    # anchor (1, 0) vs distractor (1, 1): d = 0.765; only the margin for |y - c| = 4 (1.0) is active
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    g = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    batch = _batch(f, g, labels=torch.tensor([0, 0]))
+    batch.distractor_class = torch.tensor([1, 4])
+    loss_fn = DistractorAwareLoss(margin=m, eps=0.0, reduction="none")
+    assert "margin" in dict(loss_fn.named_buffers())
+    per = loss_fn(torch.zeros(2, 5), torch.tensor([0, 0]), distractors=batch, lambda_da=1.0)
+    ce = F.cross_entropy(torch.zeros(2, 5), torch.tensor([0, 0]), reduction="none")
+    d = math.sqrt(2 - math.sqrt(2))
+    assert (per - ce).tolist() == pytest.approx([0.0, 1.0 - d], abs=1e-6)
+    with pytest.raises(ValueError, match="5-class margin matrix for 3 classes"):
+        loss_fn(torch.zeros(2, 3), torch.tensor([0, 0]), distractors=batch)
+    with pytest.raises(ValueError, match=r"\(C, C\) matrix"):
+        DistractorAwareLoss(margin=[1.0, 2.0])
+    with pytest.raises(ValueError, match="margins must be >= 0"):
+        DistractorAwareLoss(margin=-0.1)

@@ -11,7 +11,35 @@ from torch.nn.modules.loss import _Loss
 
 from monai_danil.mining import DistractorBatch
 
-__all__ = ["DistractorAwareLoss", "distractor_aware_loss"]
+__all__ = ["DistractorAwareLoss", "distractor_aware_loss", "ordinal_margins"]
+
+
+def ordinal_margins(num_classes: int, margin: float = 1.0, power: float = 1.0) -> list[list[float]]:
+    """A (C, C) margin matrix for ordinal classes: ``margin * (|y - c| / (C - 1)) ** power``.
+
+    For ordinal grades (DR 0-4) the most confusing class is nearly always the adjacent grade, and a
+    uniform margin pushes adjacent grades as far apart as distant ones, against the ordering that
+    quadratic-weighted kappa rewards. With this matrix the push grows with the grade distance: at
+    ``margin=1`` adjacent grades of 5 are only pushed apart while their weighted cosine exceeds
+    ``1 - 0.25**2 / 2 = 0.97``, grades 0 and 4 while it exceeds 0.5. (A project choice, not the
+    paper's; see docs/method.md.)
+
+    Args:
+        num_classes: C, at least 2.
+        margin: the margin between the first and the last class. Default 1.0.
+        power: shape of the growth with the distance. Default 1.0 (linear).
+
+    Raises:
+        ValueError: for fewer than 2 classes or a negative margin or power.
+
+    Example:
+        >>> ordinal_margins(3)
+        [[0.0, 0.5, 1.0], [0.5, 0.0, 0.5], [1.0, 0.5, 0.0]]
+    """
+    if num_classes < 2 or margin < 0 or power < 0:
+        raise ValueError(f"need num_classes >= 2, margin >= 0, power >= 0; got {num_classes}, {margin}, {power}.")
+    span = num_classes - 1
+    return [[margin * (abs(y - c) / span) ** power for c in range(num_classes)] for y in range(num_classes)]
 
 
 def _reduction(reduction: LossReduction | str) -> str:
@@ -27,7 +55,7 @@ def distractor_aware_loss(
     distractor_features: torch.Tensor,
     neuron_weights: torch.Tensor,
     has_distractor: torch.Tensor,
-    margin: float = 1.0,
+    margin: float | torch.Tensor = 1.0,
     p: int = 1,
     eps: float = 1e-8,
     reduction: LossReduction | str = LossReduction.MEAN,
@@ -43,7 +71,8 @@ def distractor_aware_loss(
         neuron_weights: (B, D) non-negative weights (only their direction matters).
         has_distractor: (B,) bool; samples without a distractor contribute 0.
         margin: hinge margin on ``d`` in [0, sqrt(2)] for non-negative features; active while the
-            weighted cosine similarity exceeds ``1 - margin**2 / 2``. Default 1.0.
+            weighted cosine similarity exceeds ``1 - margin**2 / 2``. A float, or a (B,) tensor of
+            per-sample margins (see :func:`ordinal_margins`). Default 1.0.
         p: 1 (hinge) or 2 (squared hinge). Default 1.
         eps: added under the square root so the gradient at ``u == v`` is finite. Default 1e-8.
         reduction: ``"mean"``: sum over samples with a distractor divided by ``max(1, count)``
@@ -91,7 +120,9 @@ class DistractorAwareLoss(_Loss):
     tensors for ``mean``/``sum``) for logging.
 
     Args:
-        margin: hinge margin, see :func:`distractor_aware_loss`. Default 1.0.
+        margin: hinge margin, see :func:`distractor_aware_loss`: a float, or a (C, C) matrix of
+            margins by (true class, distractor class), e.g. :func:`ordinal_margins` for ordinal
+            grades (kept as a buffer). Default 1.0.
         p: 1 or 2. Default 1.
         eps: numerical guard under the square root. Default 1e-8.
         weight: optional per-class weights (C,) of the cross-entropy; kept as a buffer so it
@@ -117,7 +148,7 @@ class DistractorAwareLoss(_Loss):
 
     def __init__(
         self,
-        margin: float = 1.0,
+        margin: float | Sequence[Sequence[float]] | torch.Tensor = 1.0,
         p: int = 1,
         eps: float = 1e-8,
         weight: Sequence[float] | torch.Tensor | None = None,
@@ -127,11 +158,18 @@ class DistractorAwareLoss(_Loss):
         super().__init__(reduction=_reduction(reduction))
         if p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {p}.")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}.")
+        margin_tensor = torch.as_tensor(margin, dtype=torch.float)
+        if margin_tensor.ndim not in (0, 2) or (margin_tensor.ndim == 2 and margin_tensor.shape[0] != margin_tensor.shape[1]):
+            raise ValueError(f"margin must be a number or a (C, C) matrix, got shape {tuple(margin_tensor.shape)}.")
+        if (margin_tensor < 0).any():
+            raise ValueError(f"margins must be >= 0, got {margin}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-        self.margin = float(margin)
+        self.margin: float | torch.Tensor
+        if margin_tensor.ndim == 0:
+            self.margin = float(margin_tensor)
+        else:
+            self.register_buffer("margin", margin_tensor)
         self.p = int(p)
         self.eps = float(eps)
         self.label_smoothing = float(label_smoothing)
@@ -173,6 +211,13 @@ class DistractorAwareLoss(_Loss):
             torch._assert_async(((target >= 0) & (target < num_classes)).all(), "label out of range")
         return target
 
+    def _margins(self, distractors: DistractorBatch, num_classes: int) -> float | torch.Tensor:
+        if not isinstance(self.margin, torch.Tensor):
+            return self.margin
+        if self.margin.shape[0] != num_classes:
+            raise ValueError(f"a {self.margin.shape[0]}-class margin matrix for {num_classes} classes.")
+        return self.margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
+
     def forward(
         self,
         input: torch.Tensor,
@@ -209,7 +254,7 @@ class DistractorAwareLoss(_Loss):
                 distractors.distractor_features,
                 distractors.neuron_weights,
                 distractors.has_distractor,
-                margin=self.margin,
+                margin=self._margins(distractors, input.shape[1]),
                 p=self.p,
                 eps=self.eps,
                 reduction=self.reduction,
