@@ -3,5 +3,19 @@
 from __future__ import annotations
 
 from .distractor_mining import MINING_FIGURES, DistractorMiningHandler, from_engine_dict
+from .tensorboard import (
+    ConfusionMatrixTensorBoardHandler,
+    DistractorPairsHandler,
+    EmbeddingProjectorHandler,
+    LearningRateTensorBoardHandler,
+)
 
-__all__ = ["MINING_FIGURES", "DistractorMiningHandler", "from_engine_dict"]
+__all__ = [
+    "MINING_FIGURES",
+    "DistractorMiningHandler",
+    "from_engine_dict",
+    "ConfusionMatrixTensorBoardHandler",
+    "DistractorPairsHandler",
+    "EmbeddingProjectorHandler",
+    "LearningRateTensorBoardHandler",
+]
