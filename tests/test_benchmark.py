@@ -1,0 +1,301 @@
+"""The benchmark tooling: statistics on hand-made numbers, method configs, and both commands end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from conftest import REPO_ROOT
+from monai_danil.benchmark import (
+    AccuracyBenchmark,
+    bootstrap_weights,
+    metrics_from_weights,
+    paired_bootstrap_ci,
+    paired_mean_difference,
+    parse_overrides,
+    summarize,
+)
+from monai_danil.benchmark.accuracy import bundle_dir
+from monai_danil.metrics import METRIC_NAMES, classification_report
+
+RETINA = REPO_ROOT / "bundles" / "retina"
+# the test_metrics toy set: 3 of 6 correct, balanced accuracy 7/18, macro-F1 16/45, AUC 95/108, kappa 2/5
+TOY_LABELS = np.array([0, 0, 0, 1, 1, 2])
+TOY_PROBS = np.array(
+    [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.3, 0.5, 0.2], [0.2, 0.6, 0.2], [0.5, 0.4, 0.1], [0.1, 0.5, 0.4]]
+)
+TOY_EXPECTED = {"accuracy": 1 / 2, "balanced_accuracy": 7 / 18, "macro_f1": 16 / 45, "auc": 95 / 108, "kappa": 2 / 5}
+
+
+# ---------------------------------------------------------------- statistics, hand-made numbers
+
+
+def test_summarize_is_population_std_over_defined_values():
+    assert summarize([0.5, None, 0.7]) == pytest.approx((0.6, 0.1))
+    assert summarize([0.3]) == (0.3, 0.0)
+    assert summarize([None, float("nan")]) == (None, None)
+
+
+def test_paired_mean_difference_pairs_by_seed_and_skips_undefined():
+    runs = {0: {"accuracy": 0.6, "kappa": None}, 1: {"accuracy": 0.7, "kappa": 0.5}, 2: {"accuracy": 0.9}}
+    base = {0: {"accuracy": 0.5, "kappa": 0.1}, 1: {"accuracy": 0.8, "kappa": 0.2}}
+    diff = paired_mean_difference(runs, base, keys=["accuracy", "kappa"])
+    assert diff["accuracy"] == pytest.approx((0.1 - 0.1) / 2)  # seed 2 has no ce run: not a pair
+    assert diff["kappa"] == pytest.approx(0.3)  # seed 0 undefined on one side
+    assert paired_mean_difference({3: {"auc": 0.5}}, {4: {"auc": 0.5}}, keys=["auc"]) == {"auc": None}
+
+
+def test_weighted_metrics_match_hand_computed_toy_set():
+    values = metrics_from_weights(TOY_LABELS, TOY_PROBS, np.ones((1, 6)), num_classes=3)
+    for name, expected in TOY_EXPECTED.items():
+        assert values[name][0] == pytest.approx(expected)
+    # counting sample 0 twice is scoring the set with a copy of it
+    doubled = metrics_from_weights(TOY_LABELS, TOY_PROBS, np.array([[2, 1, 1, 1, 1, 1]]), num_classes=3)
+    reference = classification_report(np.r_[TOY_LABELS, 0], np.r_[TOY_PROBS, TOY_PROBS[:1]], 3)
+    for name in METRIC_NAMES:
+        assert doubled[name][0] == pytest.approx(reference[name])
+
+
+def test_weighted_metrics_match_classification_report_on_resamples_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 60)
+    probs = np.round(rng.dirichlet(np.ones(5), 60), 1)  # many tied scores
+    weights = bootstrap_weights(60, 20, seed=1)
+    values = metrics_from_weights(labels, probs, weights, num_classes=5)
+    for r, counts in enumerate(weights.astype(int)):
+        index = np.repeat(np.arange(60), counts)
+        reference = classification_report(labels[index], probs[index], 5)
+        for name in METRIC_NAMES:
+            if reference[name] is None:
+                assert np.isnan(values[name][r])
+            else:
+                assert values[name][r] == pytest.approx(reference[name], abs=1e-12)
+
+
+def test_bootstrap_weights_are_reproducible_resamples():
+    weights = bootstrap_weights(7, 50, seed=3)
+    assert weights.shape == (50, 7) and (weights.sum(axis=1) == 7).all()
+    assert np.array_equal(weights, bootstrap_weights(7, 50, seed=3))
+
+
+def test_paired_bootstrap_interval_on_hand_made_predictions():
+    labels = np.array([0, 1] * 5)
+    right = np.eye(2)[labels] * 0.8 + 0.1  # confident and correct
+    wrong = right[:, ::-1]
+    baseline = right.copy()
+    baseline[:2] = wrong[:2]  # ce misses the first two images
+    method = right  # the method gets every image: +0.2 accuracy
+    weights = bootstrap_weights(10, 1000, seed=0)
+    same = paired_bootstrap_ci(labels, {0: baseline}, {0: baseline}, 2, weights)
+    assert same["accuracy"] == [0.0, 0.0] and same["auc"] == [0.0, 0.0]
+    ci = paired_bootstrap_ci(labels, {0: method}, {0: baseline}, 2, weights)
+    low, high = ci["accuracy"]
+    # per resample the gain is (draws of images 0 and 1) / 10: never negative, 0.2 on average
+    assert 0.0 <= low < 0.2 < high <= 0.6
+    assert paired_mean_difference({0: classification_report(labels, method, 2)},
+                                  {0: classification_report(labels, baseline, 2)})["accuracy"] == pytest.approx(0.2)
+    # one class only: kappa and AUC are undefined in every resample, so no interval (None, not NaN)
+    single = paired_bootstrap_ci(np.zeros(4, int), {0: np.tile([0.9, 0.1], (4, 1))},
+                                 {0: np.tile([0.8, 0.2], (4, 1))}, 2, bootstrap_weights(4, 10))
+    assert single["kappa"] is None and single["auc"] is None and single["accuracy"] == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- config of each method
+
+
+def _subset(tmp_path: Path, retina_dir: Path, train: int, val: int) -> Path:
+    """A manifest of some real RetinaMNIST images by absolute path (no image is copied)."""
+    with open(retina_dir / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for r in rows if r["split"] == "train"][:train] + [r for r in rows if r["split"] == "val"][:val]
+    folder = tmp_path / "retina_subset"
+    folder.mkdir()
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["relative_path", "label", "split"])
+        for r in chosen:
+            writer.writerow([str(retina_dir / r["relative_path"]), r["label"], r["split"]])
+    return folder
+
+
+def _uses_mining(config, parser: ConfigParser) -> bool:
+    """Whether ``config`` refers to the mining handler, or to a top-level entry that does."""
+    users = {k for k, v in parser.get().items() if k not in ("resume", "train", "validate") and "@danil" in json.dumps(v)}
+    return bool(set(re.findall(r"@(\w+)", json.dumps(config))) & (users | {"danil"}))
+
+
+def test_methods_are_built_from_the_bundle_config(tmp_path, retina_dir):
+    data = _subset(tmp_path, retina_dir, 8, 4)
+    bench = AccuracyBenchmark("retina", data, ["ce", "danil", "random", "focal"], [0], "cpu", tmp_path / "work",
+                              overrides={"danil#lambda_max": 1.0}, progress=False)
+    assert bench.method_edits["danil"] == {}
+    assert bench.method_edits["random"] == {"miner#distractor_class": "random"}
+    for method in ("ce", "focal"):
+        parser = ConfigParser()
+        parser.read_config(str(RETINA / "configs" / "train.json"))
+        parser.update(bench.method_edits[method])
+        assert not _uses_mining(parser.get("train"), parser) and not _uses_mining(parser.get("validate"), parser)
+        assert parser["train#trainer#loss_function"] == "@loss"
+    ce = bench.run_overrides("ce", 2)
+    assert ce["danil#lambda_max"] == 1.0 and ce["seed"] == 2 and ce["image_size"] == 28
+    assert Path(ce["bundle_root"]).parent.parent == bench.root and str(tmp_path / "work") in ce["bundle_root"]
+    # focal: MONAI's FocalLoss on (B, C) logits and (B,) labels, as the trainer calls it
+    parser = ConfigParser({"loss": {}, **{k: v for k, v in bench.method_edits["focal"].items() if "#" not in k}})
+    loss_fn = parser.get_parsed_content("loss")
+    logits = torch.randn(4, 5, requires_grad=True)
+    loss = loss_fn(logits, torch.tensor([0, 1, 4, 2]))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and logits.grad is not None
+    assert parser.get_parsed_content("focal_loss").use_softmax and parser["focal_loss#gamma"] == 2.0
+
+
+def test_overrides_that_cannot_apply_are_refused(tmp_path, retina_dir):
+    data = _subset(tmp_path, retina_dir, 8, 4)
+    assert parse_overrides(["a#b=1.5", "m=topk", "w=[1, 2]", "n=null"]) == {"a#b": 1.5, "m": "topk", "w": [1, 2],
+                                                                          "n": None}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ValueError, match="lamda"):
+        AccuracyBenchmark("retina", data, ["danil"], [0], "cpu", tmp_path / "w", {"lamda#max": 1}, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        AccuracyBenchmark("retina", data, ["danil"], [0], "cpu", tmp_path / "w", {"seed": 3}, progress=False)
+    with pytest.raises(ValueError, match="never writes into a bundle"):
+        AccuracyBenchmark("retina", data, ["ce"], [0], "cpu", bundle_dir("retina") / "runs", progress=False)
+
+
+# ---------------------------------------------------------------- the commands, end to end
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "monai_danil.benchmark", "--threads", "1", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _strict_json(path: Path) -> dict:
+    def _reject(constant: str):
+        raise AssertionError(f"{path} holds {constant}; metrics must be null when undefined")
+
+    return json.loads(path.read_text(), parse_constant=_reject)
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if p.is_file()}
+
+
+def _check_metrics(values: dict) -> None:
+    for name in METRIC_NAMES:
+        assert values[name] is None or 0.0 <= values[name] <= 1.0, (name, values[name])
+
+
+def test_accuracy_command_on_real_retina_with_a_test_manifest(tmp_path, retina_dir):
+    bundle = tmp_path / "bundles" / "retina"
+    shutil.copytree(RETINA / "configs", bundle / "configs")
+    with open(retina_dir / "manifest.csv", newline="") as handle:
+        val_rows = [r for r in csv.DictReader(handle) if r["split"] == "val"][:40]
+    test_manifest = tmp_path / "lists" / "test.csv"
+    test_manifest.parent.mkdir()
+    with open(test_manifest, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["relative_path", "label"])
+        writer.writerows([r["relative_path"], r["label"]] for r in val_rows)
+    before = _files(tmp_path)
+    out = tmp_path / "results" / "retina.json"
+    result = _cli(
+        ["accuracy", "--task", "retina", "--data-dir", str(retina_dir), "--methods", "ce,danil", "--seeds", "0",
+         "--profile", "cpu", "--set", "epochs=1", "--set", "image_size=16", "--bundle-dir", str(bundle),
+         "--test-manifest", str(test_manifest), "--test-dir", str(retina_dir),
+         "--work-dir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=tmp_path,
+    )
+    # stdout is the Markdown table alone; logs and the progress bar are on stderr
+    assert result.stdout.startswith("### retina, profile cpu: test split (40 images)")
+    assert "| ce | " in result.stdout and "| danil | " in result.stdout and "Epoch" not in result.stdout
+    assert "retina/cpu" in result.stderr
+    report = _strict_json(out)
+    key_metric = next(iter(json.loads((RETINA / "configs" / "train.json").read_text())["validate"]["key_metric"]))
+    assert report["task"] == "retina" and report["profile"] == "cpu" and report["split"] == "test"
+    assert report["selection_metric"] == key_metric and report["n_images"] == 40 and report["complete"]
+    assert {"torch", "monai", "monai-danil"} <= set(report["versions"]) and "git_sha" in report
+    assert report["config"]["overrides"] == {"epochs": 1, "image_size": 16}
+    assert report["config"]["test_dir"] == str(retina_dir.resolve())
+    assert set(report["methods"]) == {"ce", "danil"}
+    for method, entry in report["methods"].items():
+        assert set(entry) >= {"mean", "std", "runs", "vs_ce"}
+        assert set(entry["mean"]) >= set(METRIC_NAMES) and set(entry["std"]) >= set(METRIC_NAMES)
+        _check_metrics(entry["mean"])
+        assert all(entry["std"][k] in (0.0, None) for k in METRIC_NAMES)  # one seed
+        (run,) = entry["runs"]
+        _check_metrics(run)
+        assert run["seed"] == 0 and run["seconds"] > 0 and run["best_epoch"] == 1
+        assert Path(run["run_dir"]).is_relative_to(tmp_path / "work")
+        with open(Path(run["run_dir"]) / "predictions.csv") as handle:
+            assert len(list(csv.DictReader(handle))) == 40
+    assert report["methods"]["ce"]["vs_ce"] is None
+    vs = report["methods"]["danil"]["vs_ce"]
+    assert set(vs["mean_diff"]) == set(METRIC_NAMES) and set(vs["ci95"]) == set(METRIC_NAMES)
+    for key, interval in vs["ci95"].items():
+        assert interval is None or (len(interval) == 2 and -1.0 <= interval[0] <= interval[1] <= 1.0)
+    # written: the JSON and the work folder, nothing else; the bundle copy untouched
+    after = _files(tmp_path)
+    new = {p for p in after if p not in before}
+    assert all(p.startswith("work/") for p in new - {"results/retina.json"})
+    assert {p: after[p] for p in before} == before
+
+
+def test_accuracy_command_scores_val_without_a_test_manifest(tmp_path, retina_dir):
+    data = _subset(tmp_path, retina_dir, 96, 48)
+    out = tmp_path / "val.json"
+    result = _cli(
+        ["accuracy", "--task", "retina", "--data-dir", str(data), "--methods", "ce,random", "--seeds", "0,1",
+         "--set", "epochs=1", "--set", "image_size=16", "--set", "batch_size=32",
+         "--work-dir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=tmp_path,
+    )
+    report = _strict_json(out)
+    assert report["split"] == "val" and report["n_images"] == 48
+    assert any("scored on val" in note for note in report["notes"])
+    assert "val split (48 images)" in result.stdout
+    assert report["config"]["method_overrides"]["random"] == {"miner#distractor_class": "random"}
+    random = report["methods"]["random"]
+    assert [r["seed"] for r in random["runs"]] == [0, 1] and random["vs_ce"]["seeds"] == [0, 1]
+    for key in METRIC_NAMES:
+        values = [r[key] for r in random["runs"] if r[key] is not None]
+        if values:
+            assert random["mean"][key] == pytest.approx(np.mean(values))
+            assert random["std"][key] == pytest.approx(np.std(values))
+
+
+def test_speed_command_on_cpu(tmp_path, retina_dir):
+    out = tmp_path / "speed.json"
+    result = _cli(
+        ["speed", "--net", "resnet18", "--image-size", "16", "--batch-size", "4", "--iterations", "2",
+         "--repeats", "2", "--warmup", "1", "--bank-size", "32", "--amp", "bf16",
+         "--data-dir", str(retina_dir), "--max-images", "16", "--out", str(out)],
+        cwd=tmp_path,
+    )
+    report = _strict_json(out)
+    assert report["device"] == "cpu" and report["amp"] == "none"  # MONAI autocasts on CUDA only
+    assert "needs CUDA" in result.stderr
+    assert report["ce_img_per_s"] > 0 and report["danil_img_per_s"] > 0
+    assert report["ratio"] == pytest.approx(report["danil_img_per_s"] / report["ce_img_per_s"])
+    assert report["paired_ratio_median"] > 0
+    assert report["peak_gib"]["ce"] > 0 and report["peak_gib"]["danil"] > 0
+    assert len(report["repeats"]["ce_img_per_s"]) == 2 and report["config"]["bank_filled"] == 32
+    assert report["data"]["images"] == 16 and report["data"]["limit"] in ("data loading", "model")
+    assert result.stdout.startswith("| device | net |") and "| cpu | resnet18 | 16 | 4 | none |" in result.stdout
