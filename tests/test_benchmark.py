@@ -259,7 +259,7 @@ def test_accuracy_command_on_real_retina_with_a_test_manifest(tmp_path, retina_d
 
 
 def test_accuracy_command_scores_val_without_a_test_manifest(tmp_path, retina_dir):
-    data = _subset(tmp_path, retina_dir, 96, 48)
+    data = _subset(tmp_path, retina_dir, 64, 32)
     out = tmp_path / "val.json"
     result = _cli(
         ["accuracy", "--task", "retina", "--data-dir", str(data), "--methods", "ce,random", "--seeds", "0,1",
@@ -268,9 +268,9 @@ def test_accuracy_command_scores_val_without_a_test_manifest(tmp_path, retina_di
         cwd=tmp_path,
     )
     report = _strict_json(out)
-    assert report["split"] == "val" and report["n_images"] == 48
+    assert report["split"] == "val" and report["n_images"] == 32
     assert any("scored on val" in note for note in report["notes"])
-    assert "val split (48 images)" in result.stdout
+    assert "val split (32 images)" in result.stdout
     assert report["config"]["method_overrides"]["random"] == {"miner#distractor_class": "random"}
     random = report["methods"]["random"]
     assert [r["seed"] for r in random["runs"]] == [0, 1] and random["vs_ce"]["seeds"] == [0, 1]
