@@ -99,6 +99,12 @@ def test_hair_removal_switch_and_colour_constancy_in_pipeline():
     assert ShadesOfGrayd in default and HairRemovald not in default and Identityd in default
     with_hair = transforms(hair_removal="dullrazor")
     assert with_hair.index(HairRemovald) < with_hair.index(ShadesOfGrayd)
+    # the remover's parameters are for 200x150 pictures; the original 600x450 ones override it whole
+    custom = "$monai_danil.transforms.HairRemovald(keys='image', kernel_size=19, min_area=450)"
+    for config, key in (("train.json", "validate#preprocessing"), ("inference.json", "preprocessing")):
+        pipeline = parse_config(BUNDLE, config, hair_remover=custom).get_parsed_content(key).transforms
+        (remover,) = [t for t in pipeline if isinstance(t, HairRemovald)]
+        assert (remover.remover.kernel_size, remover.remover.min_area) == (19, 450)
     with pytest.raises(RuntimeError) as error:  # a typo, or a boolean spelt as the command line passes it
         transforms(hair_removal="false")
     assert "Unsupported option 'false'" in str(error.value.__cause__)
