@@ -1,4 +1,4 @@
-"""Ignite handlers for MONAI engines: distractor mining (and, with it, what it logs)."""
+"""Ignite handlers for MONAI engines: distractor mining, and TensorBoard views of what it does."""
 
 from __future__ import annotations
 
