@@ -69,6 +69,12 @@ def test_run_id_from_inside_the_bundle_writes_into_the_bundle(tmp_path):
     elsewhere.mkdir()
     run_module(["monai.bundle", "run", "run", "--config_file", "configs/train.json", "--epochs", "1"], cwd=bundle)
     assert (bundle / "models" / "model.pt").is_file() and any((bundle / "logs").iterdir())
+    # run id "resume" continues from models/checkpoint.pt: one more epoch, the bank restored, not refilled
+    first = torch.load(bundle / "models" / "checkpoint.pt", weights_only=True)
+    run_module(["monai.bundle", "run", "resume", "--config_file", "configs/train.json", "--epochs", "2"], cwd=bundle)
+    resumed = torch.load(bundle / "models" / "checkpoint.pt", weights_only=True)
+    assert resumed["trainer"]["max_epochs"] == 2 and resumed["trainer"]["iteration"] == 2 * first["trainer"]["iteration"]
+    assert resumed["danil"]["miner"]["bank"]["count"] == first["danil"]["miner"]["bank"]["count"]
     # and from an unrelated folder through the top-level link, still into the bundle
     shutil.rmtree(bundle / "models")
     run_module(["monai.bundle", "run", "training", "--config_file", str(bundle / "train.json"), "--epochs", "1"],
