@@ -77,9 +77,7 @@ class DistractorBatch:
         }
 
 
-def _weighted_cosine(
-    weights: torch.Tensor | None, anchors: torch.Tensor, candidates: torch.Tensor, candidates_sq: torch.Tensor
-) -> torch.Tensor:
+def _weighted_cosine(weights: torch.Tensor | None, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """(B, N) cosine between ``w * f`` and ``w * k`` without a (B, N, D) tensor: two matmuls.
 
     ``((w**2 * f) @ K.T) / (||w * f|| * sqrt(w**2 @ (K**2).T))`` (METHOD.md, Cost).
@@ -89,7 +87,7 @@ def _weighted_cosine(
     w2 = weights * weights
     numerator = (w2 * anchors) @ candidates.T
     anchor_norm = (weights * anchors).norm(dim=1, keepdim=True).clamp_min(_EPS)
-    candidate_norm = (w2 @ candidates_sq.T).clamp_min(_EPS * _EPS).sqrt()
+    candidate_norm = (w2 @ (candidates * candidates).T).clamp_min(_EPS * _EPS).sqrt()
     return numerator / (anchor_norm * candidate_norm)
 
 
@@ -231,7 +229,7 @@ class DistractorMiner:
                 target_class = None
                 mask = cand_labels.unsqueeze(0) != labels.unsqueeze(1)
             weights = self.neuron_weights(labels, target_class, classifier_weight, dim) if target_class is not None else None
-            similarity = _weighted_cosine(weights, anchors, candidates, candidates * candidates)
+            similarity = _weighted_cosine(weights, anchors, candidates)
             if self.distractor_class == "random":
                 score = torch.rand_like(similarity)
             else:
