@@ -299,3 +299,29 @@ def test_speed_command_on_cpu(tmp_path, retina_dir):
     assert len(report["repeats"]["ce_img_per_s"]) == 2 and report["config"]["bank_filled"] == 32
     assert report["data"]["images"] == 16 and report["data"]["limit"] in ("data loading", "model")
     assert result.stdout.startswith("| device | net |") and "| cpu | resnet18 | 16 | 4 | none |" in result.stdout
+
+
+def test_parallel_jobs_give_the_same_runs_as_one_after_the_other(tmp_path, retina_dir):
+    """``--jobs``: each run in its own spawned process, same seeds, same results, reported in run order."""
+    data = _subset(tmp_path, retina_dir, 64, 32)
+    overrides = {"epochs": 1, "image_size": 16, "batch_size": 32}
+    reports = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each job process (threads=1): the same float summation order
+    try:
+        for jobs in (1, 2):
+            bench = AccuracyBenchmark("retina", data, ["ce", "danil"], [0], "cpu", tmp_path / f"work{jobs}",
+                                      overrides, progress=False)
+            reports[jobs] = bench.run(out=tmp_path / f"jobs{jobs}.json", jobs=jobs, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    for method in ("ce", "danil"):
+        (serial,), (parallel,) = reports[1]["methods"][method]["runs"], reports[2]["methods"][method]["runs"]
+        assert Path(parallel["run_dir"]).is_relative_to(tmp_path / "work2")
+        for key in (*METRIC_NAMES, "best_epoch", "val_curve"):
+            assert parallel[key] == pytest.approx(serial[key]), (method, key)
+    assert list(reports[2]["methods"]) == ["ce", "danil"] and reports[2]["complete"]
+    assert reports[2]["methods"]["danil"]["vs_ce"]["mean_diff"] == pytest.approx(
+        reports[1]["methods"]["danil"]["vs_ce"]["mean_diff"])
+    with pytest.raises(ValueError, match="jobs"):
+        AccuracyBenchmark("retina", data, ["ce"], [0], "cpu", tmp_path / "w", overrides, progress=False).run(jobs=0)

@@ -29,6 +29,16 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _method_list(text: str) -> list[str]:
     methods = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -79,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="bundle config override, repeatable, e.g. --set danil#lambda_max=1.0 --set loss#margin=1.2 "
         "(values are JSON where they parse, else strings)",
+    )
+    accuracy.add_argument(
+        "--jobs", type=_positive_int, default=1,
+        help="runs trained at once, each in its own process (default 1; on a GPU several small runs share it well)",
     )
     accuracy.add_argument("--work-dir", type=Path, default=Path(".work/benchmark"), help="where runs write")
     accuracy.add_argument("--bundle-dir", type=Path, help="the bundle to run (default: bundles/<task> of this repo)")
@@ -140,7 +154,8 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Logs to stderr above the progress bar; MONAI's training logs only with ``verbose``."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
     # training loggers stay at INFO (StatsHandler warns otherwise); the handler decides what shows
@@ -171,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import AccuracyBenchmark, SpeedBenchmark, accuracy_markdown, parse_overrides, speed_markdown
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     if args.threads is not None:
         import torch
 
@@ -214,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", err)
             return 2
         if isinstance(benchmark, AccuracyBenchmark):
-            markdown = accuracy_markdown(benchmark.run(out=args.out))
+            markdown = accuracy_markdown(benchmark.run(out=args.out, jobs=args.jobs, threads=args.threads, verbose=args.verbose))
         else:
             result = benchmark.run()
             args.out.parent.mkdir(parents=True, exist_ok=True)
