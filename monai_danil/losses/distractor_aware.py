@@ -216,7 +216,9 @@ class DistractorAwareLoss(_Loss):
             return self.margin
         if self.margin.shape[0] != num_classes:
             raise ValueError(f"a {self.margin.shape[0]}-class margin matrix for {num_classes} classes.")
-        return self.margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
+        # the loss is rarely moved to the device (MONAI bundles build it on the CPU): index a device copy
+        margin = self.margin.to(distractors.labels.device)
+        return margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
 
     def forward(
         self,
@@ -242,7 +244,7 @@ class DistractorAwareLoss(_Loss):
             distractors, lambda_da = self._pending
         self._pending = None
         ce = F.cross_entropy(
-            input, target, weight=self.class_weight, reduction=self.reduction, label_smoothing=self.label_smoothing
+            input, target, weight=None if self.class_weight is None else self.class_weight.to(input.device), reduction=self.reduction, label_smoothing=self.label_smoothing
         )
         if distractors is None:
             da = torch.zeros_like(ce)
