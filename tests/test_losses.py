@@ -223,3 +223,22 @@ def test_ordinal_margin_matrix_grows_with_grade_distance():
         DistractorAwareLoss(margin=[1.0, 2.0])
     with pytest.raises(ValueError, match="margins must be >= 0"):
         DistractorAwareLoss(margin=-0.1)
+
+
+def test_buffers_follow_the_input_device():
+    """Bundles build the loss on the CPU and never move it: the margin matrix and the class weights must
+    meet inputs on another device (CUDA in training; the meta device here, which has no CPU fallback)."""
+    from monai_danil.losses import ordinal_margins
+
+    meta = torch.device("meta")
+    features = torch.rand(4, 3, device=meta)
+    batch = _batch(features, torch.rand(4, 3, device=meta), labels=torch.tensor([0, 1, 2, 3], device=meta))
+    batch.has_distractor = torch.ones(4, dtype=torch.bool, device=meta)
+    batch.distractor_class = torch.tensor([1, 0, 3, 2], device=meta)
+    batch.neuron_weights = torch.ones(4, 3, device=meta)
+    loss_fn = DistractorAwareLoss(margin=ordinal_margins(4), weight=[1.0, 2.0, 1.0, 0.5])
+    assert loss_fn.margin.device.type == "cpu" and loss_fn.class_weight.device.type == "cpu"
+    # (the meta device cannot autocast, so the margins are checked where the loss looks them up)
+    assert loss_fn._margins(batch, 4).device == meta
+    out = loss_fn(torch.rand(4, 4, device=meta), torch.tensor([0, 1, 2, 3], device=meta))  # weighted CE
+    assert out.device == meta and out.shape == ()

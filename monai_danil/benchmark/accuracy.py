@@ -366,14 +366,20 @@ class AccuracyBenchmark:
                 per_job = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=context) as pool:
-                    futures = [
+                    futures = {
                         pool.submit(
                             _run_in_process, self._init_kwargs, str(self.root), method, seed, per_job, verbose
-                        )
+                        ): (method, seed)
                         for method, seed in order
-                    ]
+                    }
                     for future in as_completed(futures):
-                        result, setting = future.result()
+                        try:
+                            result, setting = future.result()
+                        except Exception:
+                            # fail fast: no new run starts; the ones already training finish first
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            logger.error("%s seed %d failed; the runs not yet started are cancelled.", *futures[future])
+                            raise
                         if self._setting is None:
                             self._setting = setting
                         bar.update(epochs)
