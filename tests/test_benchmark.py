@@ -325,3 +325,8 @@ def test_parallel_jobs_give_the_same_runs_as_one_after_the_other(tmp_path, retin
         reports[1]["methods"]["danil"]["vs_ce"]["mean_diff"])
     with pytest.raises(ValueError, match="jobs"):
         AccuracyBenchmark("retina", data, ["ce"], [0], "cpu", tmp_path / "w", overrides, progress=False).run(jobs=0)
+    # a run that fails in its job process fails the benchmark with the run's own error (MONAI's, here)
+    broken = {**overrides, "miner#neuron_weighting": "bogus"}
+    bench = AccuracyBenchmark("retina", data, ["danil"], [0, 1, 2], "cpu", tmp_path / "w", broken, progress=False)
+    with pytest.raises(RuntimeError, match="Failed to instantiate component 'monai_danil.mining.DistractorMiner'"):
+        bench.run(jobs=2, threads=1)
