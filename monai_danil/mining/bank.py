@@ -40,6 +40,9 @@ class MemoryBank:
         self.features: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.ids: torch.Tensor | None = None
+        # features ** 2, kept beside the features (written with them, not saved) so that mining's
+        # neuron-weighted norms need no (size, D) product per step
+        self.squared: torch.Tensor | None = None
         self.ptr = 0
         self.count = 0
 
@@ -47,6 +50,7 @@ class MemoryBank:
         self.features = torch.zeros(self.size, dim, device=device)
         self.labels = torch.full((self.size,), -1, dtype=torch.long, device=device)
         self.ids = torch.full((self.size,), -1, dtype=torch.long, device=device)
+        self.squared = torch.zeros(self.size, dim, device=device)
 
     def to(self, device: torch.device | str) -> MemoryBank:
         """Move the stored tensors (a restored bank arrives on the CPU)."""
@@ -54,6 +58,7 @@ class MemoryBank:
             self.features = self.features.to(device)
             self.labels = self.labels.to(device)  # type: ignore[union-attr]
             self.ids = self.ids.to(device)  # type: ignore[union-attr]
+            self.squared = self.squared.to(device)  # type: ignore[union-attr]
         return self
 
     def entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -62,6 +67,12 @@ class MemoryBank:
             return None
         n = self.count
         return self.features[:n], self.labels[:n], self.ids[:n]  # type: ignore[index]
+
+    def squared_entries(self) -> torch.Tensor | None:
+        """The valid rows of ``features ** 2`` (kept up to date by :meth:`update`), or ``None`` while empty."""
+        if self.count == 0 or self.squared is None:
+            return None
+        return self.squared[: self.count]
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> None:
@@ -94,7 +105,9 @@ class MemoryBank:
             self.ptr = (self.ptr + n - self.size) % self.size
             n = self.size
         index = (self.ptr + torch.arange(n, device=features.device)) % self.size
-        self.features[index] = F.normalize(features.detach().float(), dim=1)  # type: ignore[index]
+        normalized = F.normalize(features.detach().float(), dim=1)
+        self.features[index] = normalized  # type: ignore[index]
+        self.squared[index] = normalized * normalized  # type: ignore[index]
         self.labels[index] = labels.to(torch.long)  # type: ignore[index]
         self.ids[index] = ids.to(torch.long)  # type: ignore[index]
         self.ptr = (self.ptr + n) % self.size
@@ -126,5 +139,6 @@ class MemoryBank:
             raise ValueError(f"checkpoint bank has {state['size']} slots, this bank {self.size}.")
         self.ptr, self.count = int(state["ptr"]), int(state["count"])
         self.features, self.labels, self.ids = state["features"], state["labels"], state["ids"]
+        self.squared = None if self.features is None else self.features * self.features
         if self.features is None:
             self.ptr = self.count = 0

@@ -77,17 +77,27 @@ class DistractorBatch:
         }
 
 
-def _weighted_cosine(weights: torch.Tensor | None, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+def _weighted_cosine(
+    weights: torch.Tensor | None,
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    candidates_squared: torch.Tensor | None = None,
+    unit_candidates: bool = False,
+) -> torch.Tensor:
     """(B, N) cosine between ``w * f`` and ``w * k`` without a (B, N, D) tensor: two matmuls.
 
-    ``((w**2 * f) @ K.T) / (||w * f|| * sqrt(w**2 @ (K**2).T))`` (METHOD.md, Cost).
+    ``((w**2 * f) @ K.T) / (||w * f|| * sqrt(w**2 @ (K**2).T))`` (METHOD.md, Cost). ``candidates_squared``
+    is ``K**2`` when the caller keeps it (the memory bank does), and ``unit_candidates`` says the rows of
+    ``K`` are already L2-normalised (unweighted cosine): either spares a (N, D) product per step.
     """
     if weights is None:
-        return F.normalize(anchors, dim=1, eps=_EPS) @ F.normalize(candidates, dim=1, eps=_EPS).T
+        keys = candidates if unit_candidates else F.normalize(candidates, dim=1, eps=_EPS)
+        return F.normalize(anchors, dim=1, eps=_EPS) @ keys.T
     w2 = weights * weights
     numerator = (w2 * anchors) @ candidates.T
     anchor_norm = (weights * anchors).norm(dim=1, keepdim=True).clamp_min(_EPS)
-    candidate_norm = (w2 @ (candidates * candidates).T).clamp_min(_EPS * _EPS).sqrt()
+    squared = candidates * candidates if candidates_squared is None else candidates_squared
+    candidate_norm = (w2 @ squared.T).clamp_min(_EPS * _EPS).sqrt()
     return numerator / (anchor_norm * candidate_norm)
 
 
@@ -214,10 +224,10 @@ class DistractorMiner:
         with torch.autocast(device_type=features.device.type, enabled=False):
             anchors = features.detach().float()
             bank = self.bank.to(features.device).entries() if self.bank.size else None
+            # the batch and the bank are scored as two blocks and never concatenated: no (M, D) copy per step
             if bank is None:
-                candidates, cand_labels, cand_ids = anchors, labels, ids
+                cand_labels, cand_ids = labels, ids
             else:
-                candidates = torch.cat([anchors, bank[0]])
                 cand_labels = torch.cat([labels, bank[1]])
                 cand_ids = torch.cat([ids, bank[2]])
             num_classes = logits.shape[1]
@@ -229,7 +239,10 @@ class DistractorMiner:
                 target_class = None
                 mask = cand_labels.unsqueeze(0) != labels.unsqueeze(1)
             weights = self.neuron_weights(labels, target_class, classifier_weight, dim) if target_class is not None else None
-            similarity = _weighted_cosine(weights, anchors, candidates)
+            similarity = _weighted_cosine(weights, anchors, anchors)
+            if bank is not None:
+                in_bank = _weighted_cosine(weights, anchors, bank[0], self.bank.squared_entries(), unit_candidates=True)
+                similarity = torch.cat([similarity, in_bank], dim=1)
             if self.distractor_class == "random":
                 score = torch.rand_like(similarity)
             else:
@@ -238,11 +251,15 @@ class DistractorMiner:
             has = mask.any(dim=1)
             index = score.masked_fill(~mask, float("-inf")).argmax(dim=1)
             chosen_similarity = similarity.gather(1, index.unsqueeze(1)).squeeze(1)
-        pool = features if bank is None else torch.cat([features, bank[0].to(features.dtype)])
+        # the distractor's features: from the batch (in the graph) or from the bank (constants)
+        distractor_features = features[index.clamp(max=batch_size - 1)]
+        if bank is not None:
+            from_bank_rows = bank[0][(index - batch_size).clamp(min=0)].to(features.dtype)
+            distractor_features = torch.where((index >= batch_size).unsqueeze(1), from_bank_rows, distractor_features)
         none = torch.full_like(labels, -1)
         return DistractorBatch(
             features=features,
-            distractor_features=pool[index],
+            distractor_features=distractor_features,
             neuron_weights=torch.ones_like(anchors) if weights is None else weights,
             has_distractor=has,
             distractor_class=torch.where(has, cand_labels[index], none),
