@@ -93,6 +93,27 @@ def test_random_picks_only_other_class_candidates_uniformly():
     assert (counts[2:] > 40).all()  # about 75 each of 4 candidates
 
 
+def test_random_sample_within_the_confusing_class():
+    # anchor 0 (class 0) is confused with class 2; distractor_sample="random" draws either class-2
+    # sample (ids 12, 13) about equally, never the nearer class-1 one, and keeps the class choice
+    torch.manual_seed(0)
+    f = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [0.7, 0.0, 0.7]])
+    y = torch.tensor([0, 1, 2, 2])
+    logits = _logits_preferring(y, torch.tensor([2, 0, 0, 0]), 3)
+    miner = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_sample="random")
+    chosen = []
+    for _ in range(200):
+        batch = miner.mine(f, logits, y, ids=torch.tensor([10, 11, 12, 13]))
+        assert batch.distractor_class[0].item() == 2
+        chosen.append(batch.distractor_id[0].item())
+        # the reported similarity is that of the drawn sample
+        drawn = f[batch.distractor_id[0].item() - 10]
+        assert batch.similarity[0].item() == pytest.approx(float(f[0] @ drawn / drawn.norm()), abs=1e-6)
+    assert set(chosen) == {12, 13} and 60 < chosen.count(12) < 140
+    with pytest.raises(ValueError, match="distractor_sample"):
+        DistractorMiner(distractor_sample="hardest")
+
+
 def test_no_candidate_of_the_confusing_class():
     f = torch.rand(3, 4)
     y = torch.tensor([0, 0, 1])

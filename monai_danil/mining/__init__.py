@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .bank import MemoryBank
-from .miner import DISTRACTOR_CLASSES, NEURON_WEIGHTINGS, DistractorBatch, DistractorMiner
+from .miner import DISTRACTOR_CLASSES, DISTRACTOR_SAMPLES, NEURON_WEIGHTINGS, DistractorBatch, DistractorMiner
 
-__all__ = ["DISTRACTOR_CLASSES", "NEURON_WEIGHTINGS", "DistractorBatch", "DistractorMiner", "MemoryBank"]
+__all__ = ["DISTRACTOR_CLASSES", "DISTRACTOR_SAMPLES", "NEURON_WEIGHTINGS", "DistractorBatch", "DistractorMiner", "MemoryBank"]

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 
 from .bank import MemoryBank
 
-__all__ = ["DistractorBatch", "DistractorMiner", "DISTRACTOR_CLASSES", "NEURON_WEIGHTINGS"]
+__all__ = ["DistractorBatch", "DistractorMiner", "DISTRACTOR_CLASSES", "DISTRACTOR_SAMPLES", "NEURON_WEIGHTINGS"]
 
 DISTRACTOR_CLASSES = ("confusing", "any", "random")
 NEURON_WEIGHTINGS = ("none", "margin", "topk")
+DISTRACTOR_SAMPLES = ("nearest", "random")
 _EPS = 1e-12
 
 
@@ -112,6 +113,12 @@ class DistractorMiner:
     - ``"any"``: the nearest candidate (plain cosine) of any class other than ``y``;
     - ``"random"``: a candidate of another class drawn uniformly (an ablation control).
 
+    ``distractor_sample`` picks the sample within the distractor class: ``"nearest"`` (default, the
+    reading above: the candidate that confuses the network most) or ``"random"`` (a candidate of that
+    class drawn uniformly; the class still comes from the network's confusion). ``"random"`` avoids
+    pushing always against the single hardest, often ambiguous or mislabelled, look-alike, as
+    semi-hard negative mining does in metric learning (a project option, not the paper's).
+
     Candidates are the current batch plus the memory bank. Neuron weights (``"confusing"`` only)
     are ``|W_y - W_c|`` from the classifier (``"margin"``), a 0/1 mask of the ``topk`` fraction of
     largest such weights (``"topk"``, at least one neuron), or uniform (``"none"``); a row whose
@@ -121,6 +128,8 @@ class DistractorMiner:
         distractor_class: ``"confusing"``, ``"any"`` or ``"random"``. Default ``"confusing"``.
         neuron_weighting: ``"margin"``, ``"topk"`` or ``"none"``. Default ``"margin"``.
         topk: fraction in (0, 1] of neurons kept by ``"topk"``. Default 0.25.
+        distractor_sample: ``"nearest"`` or ``"random"``, the sample within the distractor class
+            (``distractor_class="random"`` always draws at random). Default ``"nearest"``.
         bank_size: memory-bank slots; 0 mines in the batch only. Keep it at most half an epoch of
             samples, so the bank never holds a stale second copy of the same image. Default 4096.
         gather_distributed: under ``torch.distributed``, put every rank's samples into every
@@ -145,6 +154,7 @@ class DistractorMiner:
         topk: float = 0.25,
         bank_size: int = 4096,
         gather_distributed: bool = True,
+        distractor_sample: str = "nearest",
     ) -> None:
         if distractor_class not in DISTRACTOR_CLASSES:
             raise ValueError(f"distractor_class must be one of {DISTRACTOR_CLASSES}, got {distractor_class!r}.")
@@ -152,6 +162,9 @@ class DistractorMiner:
             raise ValueError(f"neuron_weighting must be one of {NEURON_WEIGHTINGS}, got {neuron_weighting!r}.")
         if not 0.0 < float(topk) <= 1.0:
             raise ValueError(f"topk must be a fraction in (0, 1], got {topk}.")
+        if distractor_sample not in DISTRACTOR_SAMPLES:
+            raise ValueError(f"distractor_sample must be one of {DISTRACTOR_SAMPLES}, got {distractor_sample!r}.")
+        self.distractor_sample = distractor_sample
         self.distractor_class = distractor_class
         self.neuron_weighting = neuron_weighting
         self.topk = float(topk)
@@ -243,7 +256,7 @@ class DistractorMiner:
             if bank is not None:
                 in_bank = _weighted_cosine(weights, anchors, bank[0], self.bank.squared_entries(), unit_candidates=True)
                 similarity = torch.cat([similarity, in_bank], dim=1)
-            if self.distractor_class == "random":
+            if self.distractor_class == "random" or self.distractor_sample == "random":
                 score = torch.rand_like(similarity)
             else:
                 score = similarity
