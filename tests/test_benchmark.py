@@ -232,6 +232,7 @@ def test_accuracy_command_on_real_retina_with_a_test_manifest(tmp_path, retina_d
     assert report["task"] == "retina" and report["profile"] == "cpu" and report["split"] == "test"
     assert report["selection_metric"] == key_metric and report["n_images"] == 40 and report["complete"]
     assert {"torch", "monai", "monai-danil"} <= set(report["versions"]) and "git_sha" in report
+    assert report["started"] <= report["date"]  # the commit is read when the benchmark starts
     assert report["config"]["overrides"] == {"epochs": 1, "image_size": 16}
     assert report["config"]["test_dir"] == str(retina_dir.resolve())
     assert set(report["methods"]) == {"ce", "danil"}

@@ -31,7 +31,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai_danil.data import read_manifest
 from monai_danil.metrics import METRIC_NAMES, classification_report
 
-from .environment import environment
+from .environment import code_state, environment
 from .profiles import METHODS, PROFILES, check_overrides, method_overrides
 from .statistics import bootstrap_weights, paired_bootstrap_ci, paired_mean_difference, summarize
 
@@ -211,6 +211,7 @@ class AccuracyBenchmark:
                 raise ValueError(f"--work-dir {work} is inside {guarded}; the benchmark never writes into a bundle.")
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.root = work / f"{task}-{profile}-{stamp}-{uuid.uuid4().hex[:4]}"
+        self.code = code_state()  # what is measured: the commit as the benchmark starts
         self.progress = progress
         self.profile_overrides = dict(PROFILES[task][profile])
         self._base = self._parser({**self.profile_overrides, **self.overrides}, check=True)
@@ -454,7 +455,7 @@ class AccuracyBenchmark:
             "n_images": n,
             "class_counts": np.bincount(labels, minlength=setting.num_classes).tolist(),
             "class_names": setting.class_names,
-            **environment(setting.device),
+            **environment(setting.device, self.code),
             "config": {
                 "bundle": str(self.bundle.resolve()),
                 "data_dir": str(self.data_dir),

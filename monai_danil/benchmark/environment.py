@@ -47,17 +47,31 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+def code_state() -> dict[str, Any]:
+    """The code being measured: ``{"git_sha", "git_dirty", "started"}``, read when called.
+
+    A benchmark reads it once when it starts: commits made while it runs (its code is already
+    imported) must not be recorded as what it measured.
+    """
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_sha": _git("rev-parse", "HEAD") or None,
+        "git_dirty": None if status is None else bool(status),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def environment(device: str | torch.device | None = None, code: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions, the git commit (and whether the tree had uncommitted changes), machine, date.
 
     Args:
         device: the device the measurement ran on; a CUDA device adds the GPU's name.
+        code: :func:`code_state` as read when the measurement started. Default: read now.
 
     Returns:
-        ``{"versions": {...}, "git_sha": str | None, "git_dirty": bool | None, "machine": {...},
-        "date": ISO 8601 UTC}``.
+        ``{"versions": {...}, "git_sha": str | None, "git_dirty": bool | None, "started": ISO 8601 UTC,
+        "machine": {...}, "date": ISO 8601 UTC}`` (``date``: now, when the result is written).
     """
-    status = _git("status", "--porcelain", "--untracked-files=no")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     machine: dict[str, Any] = {
         "platform": platform.platform(),
@@ -74,8 +88,7 @@ def environment(device: str | torch.device | None = None) -> dict[str, Any]:
         pass
     return {
         "versions": {"python": sys.version.split()[0], **{p: _version(p) for p in _PACKAGES}},
-        "git_sha": _git("rev-parse", "HEAD") or None,
-        "git_dirty": None if status is None else bool(status),
+        **(code if code is not None else code_state()),
         "machine": machine,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -27,7 +27,7 @@ from monai_danil.losses import DistractorAwareLoss
 from monai_danil.mining import DistractorMiner
 from monai_danil.networks import create_network
 
-from .environment import environment
+from .environment import code_state, environment
 
 __all__ = ["AMP_MODES", "SpeedBenchmark"]
 
@@ -197,6 +197,7 @@ class SpeedBenchmark:
         """Measures and returns the JSON dict (see docs/benchmarks.md)."""
         from tqdm.auto import tqdm
 
+        code = code_state()
         torch.manual_seed(0)
         network = create_network(self.net, self.num_classes).to(self.device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -268,7 +269,7 @@ class SpeedBenchmark:
                 "optimizer": "AdamW(lr=1e-3, weight_decay=1e-4)",
             },
             "data": data,
-            **environment(self.device),
+            **environment(self.device, code),
         }
         if data is not None:
             # the trainer cannot go faster than its loader: whichever rate is lower sets the pace
