@@ -216,9 +216,20 @@ class DistractorAwareLoss(_Loss):
             return self.margin
         if self.margin.shape[0] != num_classes:
             raise ValueError(f"a {self.margin.shape[0]}-class margin matrix for {num_classes} classes.")
-        # the loss is rarely moved to the device (MONAI bundles build it on the CPU): index a device copy
-        margin = self.margin.to(distractors.labels.device)
+        margin = self._buffer_on("margin", distractors.labels.device)
         return margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
+
+    def _buffer_on(self, name: str, device: torch.device) -> torch.Tensor:
+        """Buffer ``name`` on ``device``, moved there at the first call and kept there.
+
+        MONAI bundles build the loss on the CPU and never move it; copying a buffer to the GPU at every
+        step would be a host-to-device copy (and a host sync) per iteration.
+        """
+        value = getattr(self, name)
+        if value.device != device:
+            value = value.to(device)
+            setattr(self, name, value)  # still a registered buffer
+        return value
 
     def forward(
         self,
@@ -244,7 +255,11 @@ class DistractorAwareLoss(_Loss):
             distractors, lambda_da = self._pending
         self._pending = None
         ce = F.cross_entropy(
-            input, target, weight=None if self.class_weight is None else self.class_weight.to(input.device), reduction=self.reduction, label_smoothing=self.label_smoothing
+            input,
+            target,
+            weight=None if self.class_weight is None else self._buffer_on("class_weight", input.device),
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
         )
         if distractors is None:
             da = torch.zeros_like(ce)
