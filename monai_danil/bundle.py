@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["bundle_root"]
+__all__ = ["bundle_root", "class_names"]
+
+META_FILE = os.path.join("configs", "metadata.json")
 
 
 def _root_of(config_root_path: Path) -> Path:
@@ -41,3 +46,57 @@ def bundle_root() -> str:
     finally:
         del frame
     return os.getcwd()
+
+
+def _channel_names(meta: Mapping[str, Any], source: str) -> list[str]:
+    try:
+        channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{source} has no network_data_format#outputs#pred#channel_def naming the classes.") from None
+    if not isinstance(channels, Mapping) or not channels:
+        raise ValueError(f"{source}: network_data_format#outputs#pred#channel_def is {channels!r}; expected a "
+                         "non-empty mapping of output channel to class name.")
+    try:
+        order = sorted(channels, key=int)
+    except ValueError:
+        raise ValueError(f"{source}: channel_def keys {list(channels)} must be the channel numbers 0..C-1.") from None
+    if [int(k) for k in order] != list(range(len(order))):
+        raise ValueError(f"{source}: channel_def keys {list(channels)} must be the channel numbers 0..C-1.")
+    return [str(channels[k]) for k in order]
+
+
+def class_names(meta: Mapping[str, Any] | None, root: str | os.PathLike | None = None) -> list[str]:
+    """The bundle's class names, in output-channel order, from the one place they are defined.
+
+    The names are the metadata's ``network_data_format#outputs#pred#channel_def``. ``python -m
+    monai.bundle run --meta_file ...`` and ``ConfigWorkflow`` load the metadata as ``_meta_``; MONAI
+    Label parses ``inference.json`` with a plain ``ConfigParser`` and no metadata (``_meta_`` is empty),
+    but sets ``bundle_root``, so the names are then read from ``<bundle_root>/configs/metadata.json``.
+    A bundle config uses ``"class_names": "$monai_danil.bundle.class_names(@_meta_, @bundle_root)"``.
+
+    Args:
+        meta: the loaded metadata (``@_meta_``); empty or ``None`` when none was loaded.
+        root: the bundle folder, used when ``meta`` has no class names. Default ``None``: none.
+
+    Returns:
+        The class names, index = class number.
+
+    Raises:
+        FileNotFoundError: when no metadata was loaded and ``root`` holds no ``configs/metadata.json``.
+        ValueError: when the metadata does not name the classes as ``channel_def`` ``{"0": name, ...}``.
+
+    Example:
+        >>> class_names({"network_data_format": {"outputs": {"pred": {"channel_def": {"0": "no DR", "1": "mild"}}}}})
+        ['no DR', 'mild']
+    """
+    if meta:
+        return _channel_names(meta, "the bundle metadata")
+    if root is None:
+        raise FileNotFoundError("no bundle metadata was loaded and no bundle root was given to read it from.")
+    path = Path(root) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no bundle metadata was loaded (--meta_file) and {path} does not exist: the class names are "
+            "defined there."
+        )
+    return _channel_names(json.loads(path.read_text(encoding="utf-8")), str(path))

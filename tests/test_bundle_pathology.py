@@ -77,7 +77,7 @@ def test_config_wires_danil_in_plain_sight():
     assert config["loss"]["_target_"] == "monai_danil.losses.DistractorAwareLoss"
     assert config["miner"]["_target_"] == "monai_danil.mining.DistractorMiner"
     assert config["danil"]["_target_"] == "monai_danil.handlers.DistractorMiningHandler"
-    assert "@danil" in config["train"]["handlers"]
+    assert {"_target_": "monai_danil.handlers.SharedHandler", "handler": "@danil"} in config["train"]["handlers"]
     assert config["train"]["trainer"]["max_epochs"] == "@epochs"
     assert "val_accuracy" in config["validate"]["key_metric"]
     for section in ("train", "validate"):

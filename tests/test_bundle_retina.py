@@ -88,7 +88,7 @@ def test_config_wires_danil_in_plain_sight():
     config = json.loads((BUNDLE / "configs" / "train.json").read_text())
     assert config["loss"]["_target_"] == "monai_danil.losses.DistractorAwareLoss"
     assert config["danil"]["_target_"] == "monai_danil.handlers.DistractorMiningHandler"
-    assert "@danil" in config["train"]["handlers"]
+    assert {"_target_": "monai_danil.handlers.SharedHandler", "handler": "@danil"} in config["train"]["handlers"]
     assert config["train"]["trainer"]["max_epochs"] == "@epochs"
     assert config["train"]["dataloader"]["drop_last"] is True
     for section in ("train", "validate"):

@@ -164,7 +164,8 @@ def method_overrides(method: str, parser: ConfigParser) -> dict[str, Any]:
     """The config edits that turn the bundle (``danil``) into ``method``.
 
     - ``danil``: none.
-    - ``ce``: the mining handler ``"@danil"`` removed from ``train#handlers``, together with every
+    - ``ce``: the entry attaching the mining handler (``{"_target_": "monai_danil.handlers.SharedHandler",
+      "handler": "@danil"}``) removed from ``train#handlers``, together with every
       other handler or checkpoint entry that uses it (a TensorBoard figure of the mined pairs, say).
       The loss stays the bundle's ``DistractorAwareLoss``, which without mining context is plain
       cross-entropy with the same class weights and label smoothing.
@@ -178,7 +179,7 @@ def method_overrides(method: str, parser: ConfigParser) -> dict[str, Any]:
         parser: the bundle config with the profile and user overrides already applied.
 
     Raises:
-        ValueError: for an unknown method, a bundle without ``"@danil"`` in ``train#handlers``, or one
+        ValueError: for an unknown method, a bundle whose ``train#handlers`` never uses ``@danil``, or one
             whose training still uses the handler after the removal (named in the message).
     """
     if method not in METHODS:
@@ -187,8 +188,8 @@ def method_overrides(method: str, parser: ConfigParser) -> dict[str, Any]:
         return {}
     if method == "random":
         return {"miner#distractor_class": "random"}
-    if "@danil" not in parser["train#handlers"]:
-        raise ValueError("the bundle's train#handlers has no '@danil' entry to remove; is DANIL wired in?")
+    if "danil" not in _refs(parser["train#handlers"]):
+        raise ValueError("the bundle's train#handlers has no entry using '@danil' to remove; is DANIL wired in?")
     config = parser.get()
     banned = _mining_ids(config)
     edits: dict[str, Any] = {}

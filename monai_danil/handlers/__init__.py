@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .distractor_mining import MINING_FIGURES, DistractorMiningHandler, from_engine_dict
+from .shared import SharedHandler
 from .tensorboard import (
     ConfusionMatrixTensorBoardHandler,
     DistractorPairsHandler,
@@ -14,6 +15,7 @@ __all__ = [
     "MINING_FIGURES",
     "DistractorMiningHandler",
     "from_engine_dict",
+    "SharedHandler",
     "ConfusionMatrixTensorBoardHandler",
     "DistractorPairsHandler",
     "EmbeddingProjectorHandler",
