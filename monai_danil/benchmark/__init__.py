@@ -6,9 +6,10 @@ commands, the JSON fields and the published numbers.
 
 from __future__ import annotations
 
-from .accuracy import AccuracyBenchmark, bundle_dir, read_test_manifest
+from .accuracy import AccuracyBenchmark, bundle_dir
+from .folds import CrossValidation, build_cross_validation, near_duplicate_groups
 from .profiles import METHODS, PROFILES, method_overrides, parse_overrides
-from .report import accuracy_markdown, speed_markdown
+from .report import RunResult, accuracy_markdown, compare_methods, pool_folds, speed_markdown
 from .speed import AMP_MODES, SpeedBenchmark
 from .statistics import (
     bootstrap_weights,
@@ -23,6 +24,12 @@ __all__ = [
     "METHODS",
     "PROFILES",
     "AccuracyBenchmark",
+    "CrossValidation",
+    "RunResult",
+    "build_cross_validation",
+    "compare_methods",
+    "near_duplicate_groups",
+    "pool_folds",
     "SpeedBenchmark",
     "accuracy_markdown",
     "bootstrap_weights",
@@ -34,5 +41,4 @@ __all__ = [
     "parse_overrides",
     "speed_markdown",
     "summarize",
-    "read_test_manifest",
 ]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     accuracy = commands.add_parser(
         "accuracy",
-        help="train a bundle per method and seed, select on val, score on a test manifest (or val)",
+        help="train a bundle per method and seed, select on val, score on a test manifest, val, or by --cv",
         description="Train bundles/<task> once per method and seed (the bundle's own config, with overrides), "
         "select each run's checkpoint on val with the bundle's key metric, score on --test-manifest (or val), "
         "and compare every method with ce, paired by seed.",
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--data-dir", type=Path, required=True, help="dataset folder with manifest.csv (train, val)")
     accuracy.add_argument("--test-manifest", type=Path, help="score every row of this CSV instead of val")
     accuracy.add_argument("--test-dir", type=Path, help="folder the test manifest's paths are relative to")
+    accuracy.add_argument(
+        "--cv", type=_positive_int, metavar="K",
+        help="K-fold cross-validation over train+val instead: stratified folds, near-duplicates and one lesion's "
+        "images kept in one fold, each fold's checkpoint selected on an inner split of its training folds",
+    )
+    accuracy.add_argument("--cv-seed", type=int, default=0, help="seed of the fold split (default 0)")
     accuracy.add_argument(
         "--methods", type=_method_list, default=["ce", "danil"], help="comma-separated, from ce,danil,random,focal"
     )
@@ -207,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     test_manifest=args.test_manifest,
                     test_dir=args.test_dir,
                     bundle=args.bundle_dir,
+                    cv=args.cv,
+                    cv_seed=args.cv_seed,
                 )
             else:
                 benchmark = SpeedBenchmark(

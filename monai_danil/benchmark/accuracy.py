@@ -1,9 +1,10 @@
-"""The accuracy benchmark: train a bundle per method and seed, select on ``val``, score, compare with ``ce``.
+"""The accuracy benchmark: train a bundle per method and seed, select, score, compare with ``ce`` and ``random``.
 
 Each run is the bundle's own ``configs/train.json`` run by MONAI's ``ConfigWorkflow`` with overrides
 (see :mod:`monai_danil.benchmark.profiles`), with ``bundle_root`` moved to a run folder under the work
 directory: the bundle's network, transforms, trainer, loss and handler are what is measured, and
-nothing is written into the bundle.
+nothing is written into the bundle. Runs are scored on ``val``, on a test manifest, or (``cv``) by
+K-fold cross-validation of ``train`` and ``val`` (see :mod:`monai_danil.benchmark.folds`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import datetime
 import gc
 import json
 import logging
-import math
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,16 @@ from monai.data import DataLoader, Dataset
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_danil.data import read_manifest
-from monai_danil.metrics import METRIC_NAMES, classification_report
+from monai_danil.metrics import classification_report
+from monai_danil.predict import predict
 
 from .environment import code_state, environment
+from .folds import CrossValidation, build_cross_validation
 from .profiles import METHODS, PROFILES, check_overrides, method_overrides
-from .statistics import bootstrap_weights, paired_bootstrap_ci, paired_mean_difference, summarize
+from .report import RunResult, compare_methods, finite, pool_folds
+from .statistics import bootstrap_weights
 
-__all__ = ["AccuracyBenchmark", "RunResult", "bundle_dir", "read_test_manifest"]
+__all__ = ["AccuracyBenchmark", "RunResult", "bundle_dir"]
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -45,78 +48,14 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 # the entries a run sets itself; --set may not change them
 _RUN_KEYS = ("bundle_root", "dataset_dir", "seed")
+# under cross-validation, each fold's manifest, and the source data-row id of each of its rows
+_FOLD_DIR = "folds"
+_SOURCE_IDS = "source_ids.json"
 
 
 def bundle_dir(task: str) -> Path:
     """``bundles/<task>`` of the repository this package was installed from (``pip install -e .``)."""
     return Path(__file__).resolve().parents[2] / "bundles" / task
-
-
-def read_test_manifest(
-    manifest: str | os.PathLike,
-    image_dir: str | os.PathLike | None,
-    class_names: Sequence[str],
-    label_aliases: Mapping[str, str | int] | None = None,
-) -> list[dict]:
-    """Every row of a test manifest, labels read as in training, images looked up under ``image_dir``.
-
-    Args:
-        manifest: a CSV with ``relative_path,label`` (a ``split`` column, if any, is ignored).
-        image_dir: the folder the paths are relative to. Default ``None``: the manifest's folder.
-        class_names: the bundle's class names (labels may be names, numbers or aliases).
-        label_aliases: the bundle's ``label_aliases``, if it has any.
-
-    Raises:
-        FileNotFoundError: when the manifest or an image is missing (the message names the row).
-        ValueError: for an unknown label (the message names the line).
-    """
-    manifest = Path(manifest)
-    if image_dir is None or Path(image_dir).resolve() == manifest.resolve().parent:
-        return read_manifest(manifest, None, class_names, label_aliases)
-    datalist = read_manifest(manifest, None, class_names, label_aliases, check_files=False)
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        relative = [(row.get("relative_path") or "").strip() for row in reader]
-    for item in datalist:
-        image = os.path.normpath(os.path.join(image_dir, relative[item["id"]]))
-        if not os.path.isfile(image):
-            raise FileNotFoundError(
-                f"{manifest}, line {item['id'] + 2}: image not found: {image} "
-                f"(relative_path {relative[item['id']]!r} under --test-dir {image_dir})."
-            )
-        item["image"] = image
-    return datalist
-
-
-@dataclass
-class RunResult:
-    """One trained and scored run."""
-
-    method: str
-    seed: int
-    metrics: dict[str, float | None]
-    seconds: float
-    predict_seconds: float
-    best_epoch: int
-    best_val_score: float | None
-    val_curve: list[float | None]
-    run_dir: str
-    labels: np.ndarray = field(repr=False)
-    probs: np.ndarray = field(repr=False)
-
-    def record(self) -> dict[str, Any]:
-        """The run as it appears in the JSON ``runs`` list."""
-        return {
-            "seed": self.seed,
-            **self.metrics,
-            "seconds": round(self.seconds, 2),
-            "predict_seconds": round(self.predict_seconds, 2),
-            "best_epoch": self.best_epoch,
-            "best_val_score": self.best_val_score,
-            "val_curve": self.val_curve,
-            "run_dir": self.run_dir,
-        }
 
 
 @dataclass
@@ -130,21 +69,14 @@ class _Setting:
     epochs: int
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
 class AccuracyBenchmark:
-    """Trains ``methods`` x ``seeds`` from one bundle and writes the comparison JSON.
+    """Trains ``methods`` x ``seeds`` (x folds) from one bundle and writes the comparison JSON.
 
     Args:
         task: ``skin``, ``retina`` or ``pathology`` (a folder of ``bundles/``).
         data_dir: the dataset folder (``manifest.csv`` with ``train`` and ``val`` rows).
         methods: any of ``ce``, ``danil``, ``random``, ``focal``.
-        seeds: one run per method and seed; runs of the same seed are paired.
+        seeds: one run per method and seed (and fold); runs of the same seed are paired.
         profile: ``cpu`` or ``gpu`` (see :data:`~monai_danil.benchmark.profiles.PROFILES`).
         work_dir: every file a run writes goes under ``work_dir/<task>-<profile>-<stamp>/``.
         overrides: extra config overrides (``--set``), applied after the profile, before the method.
@@ -152,10 +84,14 @@ class AccuracyBenchmark:
         test_dir: folder the test manifest's paths are relative to. Default: the manifest's folder.
         bundle: the bundle folder. Default: ``bundles/<task>`` of this repository.
         progress: show a tqdm bar on stderr. Default ``True``.
+        cv: K for K-fold cross-validation over ``train`` + ``val`` (each fold scored once, by runs that
+            select their checkpoint on an inner split of the other folds); ``None`` scores ``val`` or the
+            test manifest. Default ``None``.
+        cv_seed: seed of the fold split. Default 0.
 
     Raises:
         ValueError: for an unknown task, profile or method, no seeds, an override the bundle cannot
-            take, or a work directory inside ``bundles/``.
+            take, a work directory inside ``bundles/``, or ``cv`` together with a test manifest.
         FileNotFoundError: when the bundle or the dataset is missing.
     """
 
@@ -172,11 +108,13 @@ class AccuracyBenchmark:
         test_dir: str | os.PathLike | None = None,
         bundle: str | os.PathLike | None = None,
         progress: bool = True,
+        cv: int | None = None,
+        cv_seed: int = 0,
     ) -> None:
         self._init_kwargs = {
             "task": task, "data_dir": data_dir, "methods": list(methods), "seeds": list(seeds), "profile": profile,
             "work_dir": work_dir, "overrides": dict(overrides or {}), "test_manifest": test_manifest,
-            "test_dir": test_dir, "bundle": bundle,
+            "test_dir": test_dir, "bundle": bundle, "cv": cv, "cv_seed": cv_seed,
         }
         if task not in PROFILES:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(PROFILES)}.")
@@ -187,9 +125,15 @@ class AccuracyBenchmark:
             raise ValueError(f"methods {list(methods)!r}: expected a non-empty list of {', '.join(METHODS)}.")
         if not seeds:
             raise ValueError("no seeds given; expected at least one, e.g. --seeds 0,1,2.")
+        if cv is not None and (cv < 2 or test_manifest is not None):
+            raise ValueError(
+                f"--cv {cv}: cross-validation needs at least 2 folds and scores its own folds of train+val, "
+                "so it takes no --test-manifest."
+            )
         self.task, self.profile = task, profile
         self.methods = list(dict.fromkeys(methods))
         self.seeds = [int(s) for s in dict.fromkeys(seeds)]
+        self.cv, self.cv_seed = cv, int(cv_seed)
         self.bundle = Path(bundle) if bundle is not None else bundle_dir(task)
         self.config_file = self.bundle / "configs" / "train.json"
         if not self.config_file.is_file():
@@ -217,6 +161,7 @@ class AccuracyBenchmark:
         self._base = self._parser({**self.profile_overrides, **self.overrides}, check=True)
         self._setting: _Setting | None = None
         self.method_edits = {m: method_overrides(m, self._base) for m in self.methods}
+        self.folds: CrossValidation | None = None
 
     def _parser(self, overrides: Mapping[str, Any], check: bool = False) -> ConfigParser:
         parser = ConfigParser()
@@ -228,45 +173,89 @@ class AccuracyBenchmark:
         parser.update(dict(overrides))
         return parser
 
-    def run_overrides(self, method: str, seed: int) -> dict[str, Any]:
+    def _fold_dir(self, fold: int) -> Path:
+        return self.root / _FOLD_DIR / f"fold{fold}"
+
+    def _run_dir(self, method: str, seed: int, fold: int | None) -> Path:
+        run_dir = self.root / method / f"seed{seed}"
+        return run_dir if fold is None else run_dir / f"fold{fold}"
+
+    def run_overrides(self, method: str, seed: int, fold: int | None = None) -> dict[str, Any]:
         """Everything a run changes in the bundle config, in the order it is applied."""
         return {
             **self.profile_overrides,
             **self.overrides,
             **self.method_edits[method],
-            "bundle_root": str(self.root / method / f"seed{seed}"),
-            "dataset_dir": str(self.data_dir),
+            "bundle_root": str(self._run_dir(method, seed, fold)),
+            "dataset_dir": str(self.data_dir if fold is None else self._fold_dir(fold)),
             "seed": seed,
         }
 
-    def _workflow(self, method: str, seed: int) -> ConfigWorkflow:
+    def _workflow(self, method: str, seed: int, fold: int | None) -> ConfigWorkflow:
         return ConfigWorkflow(
             config_file=str(self.config_file),
             meta_file=str(self.bundle / "configs" / "metadata.json"),
             logging_file=False,  # the CLI owns logging; the bundle's logging.conf writes to stdout
             workflow_type="train",
-            **self.run_overrides(method, seed),
+            **self.run_overrides(method, seed, fold),
         )
 
-    def _eval_loader(self, parser: ConfigParser) -> Any:
-        """The bundle's val loader, or one over the test manifest with the bundle's val transforms."""
-        if self.test_manifest is None:
-            return parser.get_parsed_content("validate#dataloader")
+    def build_folds(self) -> CrossValidation:
+        """The cross-validation of ``train`` + ``val`` (deterministic in the data and ``cv_seed``).
+
+        Raises:
+            ValueError: without ``cv``, or when the manifest has no ``train``/``val`` rows.
+        """
+        if self.cv is None:
+            raise ValueError("build_folds needs cv (--cv K).")
+        manifest = self.data_dir / "manifest.csv"
+        aliases = self._base.get_parsed_content("label_aliases") if "label_aliases" in self._base else None
+        names = self._base.get_parsed_content("class_names")
+        rows = read_manifest(manifest, None, names, aliases or None)
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+            raw = [((r.get("split") or "").strip(), (r.get("label") or "").strip()) for r in reader]
+        pooled = [row for row in rows if raw[row["id"]][0] in ("train", "val")]
+        if not pooled:
+            raise ValueError(f"{manifest}: no train or val rows to cross-validate.")
+        self._pooled_labels = [raw[row["id"]][1] for row in pooled]
+        self._pooled_images = [row["image"] for row in pooled]
+        return build_cross_validation(manifest, pooled, [raw[r["id"]][0] for r in pooled], self.cv, self.cv_seed)
+
+    def _write_folds(self) -> None:
+        assert self.folds is not None
+        rows = [{"image": i, "label": lab} for i, lab in zip(self._pooled_images, self._pooled_labels)]
+        for fold in range(self.folds.k):
+            folder = self.folds.write_fold(fold, rows, self._fold_dir(fold))
+            (folder / _SOURCE_IDS).write_text(json.dumps(self.folds.ids.tolist()) + "\n", encoding="utf-8")
+
+    def _eval_data(self, parser: ConfigParser, fold: int | None) -> tuple[Any, np.ndarray | None]:
+        """The loader that is scored, and (cross-validation) the source ids of its rows by fold-row id."""
+        if self.test_manifest is None and fold is None:
+            return parser.get_parsed_content("validate#dataloader"), None
         aliases = parser.get_parsed_content("label_aliases") if "label_aliases" in parser else None
-        datalist = read_test_manifest(
-            self.test_manifest, self.test_dir, parser.get_parsed_content("class_names"), aliases or None
-        )
+        names = parser.get_parsed_content("class_names")
+        if fold is None:
+            datalist = read_manifest(self.test_manifest, None, names, aliases or None, image_dir=self.test_dir)
+            source_ids = None
+        else:
+            datalist = read_manifest(self._fold_dir(fold), "test", names, aliases or None)
+            source_ids = np.array(json.loads((self._fold_dir(fold) / _SOURCE_IDS).read_text()), dtype=np.int64)
         dataset = Dataset(datalist, transform=parser.get_parsed_content("validate#preprocessing"))
-        return DataLoader(
+        loader = DataLoader(
             dataset,
             batch_size=parser.get_parsed_content("batch_size"),
             shuffle=False,
             num_workers=parser.get_parsed_content("num_workers"),
         )
+        return loader, source_ids
 
-    def _train_and_score(self, method: str, seed: int, on_epoch: Callable[[], None]) -> RunResult:
-        run_dir = self.root / method / f"seed{seed}"
-        workflow = self._workflow(method, seed)
+    def _train_and_score(
+        self, method: str, seed: int, on_epoch: Callable[[], None], fold: int | None = None
+    ) -> RunResult:
+        run_dir = self._run_dir(method, seed, fold)
+        workflow = self._workflow(method, seed, fold)
         parser = workflow.parser
         start = time.perf_counter()
         workflow.initialize()
@@ -276,16 +265,17 @@ class AccuracyBenchmark:
         curve: list[float | None] = []
 
         def _record_val(engine: Any) -> None:
-            curve.append(_finite(engine.state.metrics.get(key)))
+            curve.append(finite(engine.state.metrics.get(key)))
 
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, _record_val)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: on_epoch())
         workflow.run()
         seconds = time.perf_counter() - start
+        where = "" if fold is None else f" fold {fold}"
         if any(v is None for v in curve):
             logger.warning(
-                "%s seed %d: the selection metric %s was undefined (NaN) at some epochs %s; the best checkpoint "
-                "may be the first one saved.", method, seed, key, curve,
+                "%s seed %d%s: the selection metric %s was undefined (NaN) at some epochs %s; the best checkpoint "
+                "may be the first one saved.", method, seed, where, key, curve,
             )
         start = time.perf_counter()
         network = parser.get_parsed_content("network")
@@ -294,14 +284,15 @@ class AccuracyBenchmark:
         if not model_file.is_file():
             raise FileNotFoundError(f"{model_file} was not written: did validation run at least once?")
         network.load_state_dict(torch.load(model_file, map_location=device, weights_only=True))
-        loader = self._eval_loader(parser)
-        ids, labels, probs = _predict(network, loader, device, parser.get_parsed_content("validate#inferer"))
+        loader, source_ids = self._eval_data(parser, fold)
+        scored = predict(network, loader, device, parser.get_parsed_content("validate#inferer"))
+        ids = scored.ids if source_ids is None else source_ids[scored.ids]
         num_classes = parser.get_parsed_content("num_classes")
-        metrics = classification_report(labels, probs, num_classes)
-        _write_predictions(run_dir / "predictions.csv", ids, labels, probs)
+        metrics = classification_report(scored.labels, scored.probs, num_classes)
+        _write_predictions(run_dir / "predictions.csv", ids, scored.labels, scored.probs)
         predict_seconds = time.perf_counter() - start
         best_epoch = int(evaluator.state.best_metric_epoch)
-        best_score = _finite(evaluator.state.best_metric)
+        best_score = finite(evaluator.state.best_metric)
         workflow.finalize()
         if self._setting is None:
             self._setting = _Setting(
@@ -313,13 +304,19 @@ class AccuracyBenchmark:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return RunResult(
-            method, seed, metrics, seconds, predict_seconds, best_epoch, best_score, curve, str(run_dir), labels, probs
+            method, seed, metrics, seconds, predict_seconds, best_epoch, best_score, curve, str(run_dir),
+            scored.labels, scored.probs, ids, fold,
         )
+
+    def run_order(self) -> list[tuple[str, int, int | None]]:
+        """(method, seed, fold) of every run: seed-major, then fold, so paired pools complete early."""
+        folds: list[int | None] = list(range(self.cv)) if self.cv is not None else [None]
+        return [(method, seed, fold) for seed in self.seeds for fold in folds for method in self.methods]
 
     def run(
         self, out: str | os.PathLike | None = None, jobs: int = 1, threads: int | None = None, verbose: bool = False
     ) -> dict[str, Any]:
-        """Trains and scores every run (seed-major, so pairs complete early) and returns the JSON dict.
+        """Trains and scores every run and returns the JSON dict.
 
         Args:
             out: write the JSON here after every run (``"complete": false`` until the last one), so a
@@ -343,23 +340,31 @@ class AccuracyBenchmark:
         results: list[RunResult] = []
         self.root.mkdir(parents=True, exist_ok=False)
         logger.info("runs under %s", self.root)
-        order = [(method, seed) for seed in self.seeds for method in self.methods]
+        if self.cv is not None:
+            self.folds = self.build_folds()
+            self._write_folds()
+            logger.info(
+                "%d folds of %d images (%d groups of near-duplicates or one lesion)",
+                self.folds.k, len(self.folds.ids), len(np.unique(self.folds.groups)),
+            )
+        order = self.run_order()
         total = epochs * len(order)
 
         def _finished(result: RunResult) -> None:
             results.append(result)
+            where = "" if result.fold is None else f" fold {result.fold}"
             logger.info(
-                "%s seed %d: %s (%.0f s, best epoch %d)", result.method, result.seed,
+                "%s seed %d%s: %s (%.0f s, best epoch %d)", result.method, result.seed, where,
                 ", ".join(f"{k} {_fmt(v)}" for k, v in result.metrics.items()), result.seconds, result.best_epoch,
             )
-            if out is not None:
+            if out is not None and self._reportable(results):
                 _write_json(out, self.report(_in_order(results, order), complete=False))
 
         with tqdm(total=total, desc=f"{self.task}/{self.profile}", unit="epoch", disable=not self.progress) as bar:
             if jobs == 1:
-                for method, seed in order:
-                    bar.set_postfix_str(f"{method} seed {seed}")
-                    _finished(self._train_and_score(method, seed, lambda: bar.update(1)))
+                for method, seed, fold in order:
+                    bar.set_postfix_str(f"{method} seed {seed}" + ("" if fold is None else f" fold {fold}"))
+                    _finished(self._train_and_score(method, seed, lambda: bar.update(1), fold))
             else:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -369,9 +374,9 @@ class AccuracyBenchmark:
                 with ProcessPoolExecutor(max_workers=min(jobs, len(order)), mp_context=context) as pool:
                     futures = {
                         pool.submit(
-                            _run_in_process, self._init_kwargs, str(self.root), method, seed, per_job, verbose
-                        ): (method, seed)
-                        for method, seed in order
+                            _run_in_process, self._init_kwargs, str(self.root), method, seed, fold, per_job, verbose
+                        ): (method, seed, fold)
+                        for method, seed, fold in order
                     }
                     for future in as_completed(futures):
                         try:
@@ -379,7 +384,8 @@ class AccuracyBenchmark:
                         except Exception:
                             # fail fast: no new run starts; the ones already training finish first
                             pool.shutdown(wait=False, cancel_futures=True)
-                            logger.error("%s seed %d failed; the runs not yet started are cancelled.", *futures[future])
+                            logger.error("%s seed %d fold %s failed; the runs not yet started are cancelled.",
+                                         *futures[future])
                             raise
                         if self._setting is None:
                             self._setting = setting
@@ -390,53 +396,51 @@ class AccuracyBenchmark:
             _write_json(out, report)
         return report
 
+    def _reportable(self, results: Sequence[RunResult]) -> bool:
+        """Whether a partial report has anything to show (under cross-validation: one complete pool)."""
+        if self.cv is None or self._setting is None:
+            return bool(results)
+        return bool(pool_folds(results, self.cv, self._setting.num_classes))
+
     def report(self, results: Sequence[RunResult], complete: bool = True) -> dict[str, Any]:
-        """The benchmark JSON for ``results`` (see docs/benchmarks.md for the fields)."""
+        """The benchmark JSON for ``results`` (see docs/benchmarks.md for the fields).
+
+        Under cross-validation the folds of each method and seed are pooled first; a method and seed
+        whose folds have not all finished is left out of a partial report.
+
+        Raises:
+            ValueError: when no run (no complete pool) has finished yet.
+        """
         if not results or self._setting is None:
             raise ValueError("no run has finished yet; nothing to report.")
         setting = self._setting
-        split = "test" if self.test_manifest is not None else "val"
+        if self.cv is not None:
+            results = pool_folds(results, self.cv, setting.num_classes)
+            if not results:
+                raise ValueError("no method and seed has all its folds yet; nothing to report.")
+            split = "cv"
+        else:
+            split = "test" if self.test_manifest is not None else "val"
         labels = results[0].labels
-        if any(not np.array_equal(r.labels, labels) for r in results):
-            raise RuntimeError("runs scored different images or orders; paired comparisons need the same ones.")
-        weights = bootstrap_weights(len(labels), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
-        by_method = {m: {r.seed: r for r in results if r.method == m} for m in self.methods}
-        methods: dict[str, Any] = {}
-        for method, runs in by_method.items():
-            if not runs:
-                continue
-            keys = (*METRIC_NAMES, "seconds")
-            values = {k: [r.metrics[k] if k != "seconds" else r.seconds for r in runs.values()] for k in keys}
-            stats = {k: summarize(v) for k, v in values.items()}
-            entry: dict[str, Any] = {
-                "mean": {k: s[0] for k, s in stats.items()},
-                "std": {k: s[1] for k, s in stats.items()},
-                "runs": [r.record() for r in runs.values()],
-                "vs_ce": None,
-            }
-            baseline = by_method.get("ce", {})
-            if method != "ce" and set(runs) & set(baseline):
-                entry["vs_ce"] = {
-                    "mean_diff": paired_mean_difference(
-                        {s: r.metrics for s, r in runs.items()}, {s: r.metrics for s, r in baseline.items()}
-                    ),
-                    "ci95": paired_bootstrap_ci(
-                        labels,
-                        {s: r.probs for s, r in runs.items()},
-                        {s: r.probs for s, r in baseline.items()},
-                        setting.num_classes,
-                        weights,
-                    ),
-                    "seeds": sorted(set(runs) & set(baseline)),
-                }
-            methods[method] = entry
         n = len(labels)
+        weights = bootstrap_weights(n, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+        methods = compare_methods(results, self.methods, setting.num_classes, weights)
+        if self.cv is not None:
+            scored = (
+                f"metrics on the {n} images of train+val, each scored once by the run of its fold (the {self.cv} "
+                f"folds' predictions pooled per method and seed); each fold's checkpoint is the epoch with the best "
+                f"{setting.selection_metric} on an inner split of its training folds, never on the scored fold."
+            )
+        else:
+            scored = (
+                f"metrics on {n} {split} images; the checkpoint of each run is the epoch with the best "
+                f"{setting.selection_metric} on val (the bundle's key metric)."
+            )
         notes = [
-            f"metrics on {n} {split} images; the checkpoint of each run is the epoch with the best "
-            f"{setting.selection_metric} on val (the bundle's key metric).",
-            "std is the population std over seeds (0 for one seed). vs_ce.mean_diff is the mean over seeds of the "
-            "paired difference (same seed: same initial weights and data order).",
-            f"vs_ce.ci95 is a percentile bootstrap over the {n} images ({BOOTSTRAP_RESAMPLES} resamples, seed "
+            scored,
+            "std is the population std over seeds (0 for one seed). vs_ce.mean_diff and vs_random.mean_diff are "
+            "the means over seeds of the paired difference (same seed: same initial weights and data order).",
+            f"ci95 is a percentile bootstrap over the {n} images ({BOOTSTRAP_RESAMPLES} resamples, seed "
             f"{BOOTSTRAP_SEED}) of that seed-averaged difference: it covers which images happened to be scored, not "
             f"training noise (see std). One image moves accuracy by {1 / n:.4f}; an interval that contains 0 "
             "shows no difference, and one that excludes it still says nothing about other datasets or settings.",
@@ -470,19 +474,20 @@ class AccuracyBenchmark:
                 "method_overrides": self.method_edits,
                 "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
             },
+            "cross_validation": self.folds.record() if self.folds is not None else None,
             "methods": methods,
             "notes": notes,
         }
 
 
-def _in_order(results: Sequence[RunResult], order: Sequence[tuple[str, int]]) -> list[RunResult]:
+def _in_order(results: Sequence[RunResult], order: Sequence[tuple[str, int, int | None]]) -> list[RunResult]:
     """``results`` in the benchmark's run order, whatever order parallel jobs finished in."""
     rank = {key: i for i, key in enumerate(order)}
-    return sorted(results, key=lambda r: rank[(r.method, r.seed)])
+    return sorted(results, key=lambda r: rank[(r.method, r.seed, r.fold)])
 
 
 def _run_in_process(
-    kwargs: Mapping[str, Any], root: str, method: str, seed: int, threads: int, verbose: bool
+    kwargs: Mapping[str, Any], root: str, method: str, seed: int, fold: int | None, threads: int, verbose: bool
 ) -> tuple[RunResult, _Setting | None]:
     """One run of a parallel benchmark, in a fresh (spawned) process: the same bundle, overrides and root."""
     from .__main__ import setup_logging
@@ -491,27 +496,12 @@ def _run_in_process(
     torch.set_num_threads(threads)
     benchmark = AccuracyBenchmark(**kwargs, progress=False)
     benchmark.root = Path(root)
-    result = benchmark._train_and_score(method, seed, lambda: None)
+    result = benchmark._train_and_score(method, seed, lambda: None, fold)
     return result, benchmark._setting
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-@torch.no_grad()
-def _predict(
-    network: torch.nn.Module, loader: Any, device: Any, inferer: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Manifest row ids (N,), class indices (N,) and softmax probabilities (N, C), in loader order."""
-    network.eval()
-    ids, labels, probs = [], [], []
-    for batch in loader:
-        logits = inferer(batch["image"].to(device), network)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        labels.append(torch.as_tensor(batch["label"]).reshape(-1).cpu())
-        ids.append(torch.as_tensor(batch.get("id", [-1] * len(logits))).reshape(-1).cpu())
-    return torch.cat(ids).numpy(), torch.cat(labels).long().numpy(), torch.cat(probs).double().numpy()
 
 
 def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:

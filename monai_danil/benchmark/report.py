@@ -1,13 +1,163 @@
-"""Markdown tables of benchmark JSON, as printed on stdout and pasted into docs/benchmarks.md."""
+"""The accuracy benchmark's results: runs, their pooling over folds, the JSON report and its Markdown.
+
+:class:`RunResult` is one trained and scored run; :func:`pool_folds` joins a cross-validation's folds
+into one scored set per method and seed; :func:`compare_methods` summarises methods over seeds and
+compares each with the baselines (``ce`` and ``random``), paired by seed; :func:`accuracy_markdown`
+and :func:`speed_markdown` print the tables pasted into docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from monai_danil.metrics import METRIC_NAMES
+import numpy as np
 
-__all__ = ["accuracy_markdown", "speed_markdown"]
+from monai_danil.metrics import METRIC_NAMES, classification_report
+
+from .statistics import paired_bootstrap_ci, paired_mean_difference, summarize
+
+__all__ = ["BASELINES", "RunResult", "accuracy_markdown", "compare_methods", "pool_folds", "speed_markdown"]
+
+#: the methods every other method is compared with, when they were run: plain training, and the
+#: control that draws its distractor at random (what the mining must beat)
+BASELINES = ("ce", "random")
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float, ``None`` where it is missing, NaN or infinite (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+@dataclass
+class RunResult:
+    """One trained and scored run (one fold of it, under cross-validation).
+
+    ``ids``, ``labels`` and ``probs`` are the scored images (data-row ids of the source manifest),
+    their class indices and the run's (N, C) probabilities, in one order shared by every run.
+    """
+
+    method: str
+    seed: int
+    metrics: dict[str, float | None]
+    seconds: float
+    predict_seconds: float
+    best_epoch: int
+    best_val_score: float | None
+    val_curve: list[float | None]
+    run_dir: str
+    labels: np.ndarray = field(repr=False)
+    probs: np.ndarray = field(repr=False)
+    ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fold: int | None = None
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The run as it appears in the JSON ``runs`` list."""
+        entry = {
+            "seed": self.seed,
+            **self.metrics,
+            "seconds": round(self.seconds, 2),
+            "predict_seconds": round(self.predict_seconds, 2),
+        }
+        if self.folds:
+            entry["folds"] = self.folds
+        else:
+            entry.update(
+                best_epoch=self.best_epoch, best_val_score=self.best_val_score, val_curve=self.val_curve,
+                run_dir=self.run_dir,
+            )
+        return entry
+
+
+def pool_folds(results: Sequence[RunResult], k: int, num_classes: int) -> list[RunResult]:
+    """One :class:`RunResult` per method and seed whose ``k`` folds have all finished, scored as one set.
+
+    The folds' predictions are concatenated and ordered by image id, so every pooled run scores the
+    same images in the same order; the seconds are the folds' sum, and each fold's own figures are kept
+    in ``folds``.
+    """
+    by_run: dict[tuple[str, int], dict[int, RunResult]] = {}
+    for result in results:
+        by_run.setdefault((result.method, result.seed), {})[int(result.fold)] = result  # type: ignore[arg-type]
+    pooled = []
+    for (method, seed), folds in by_run.items():
+        if len(folds) < k:
+            continue
+        parts = [folds[f] for f in range(k)]
+        ids = np.concatenate([p.ids for p in parts])
+        order = np.argsort(ids, kind="stable")
+        labels = np.concatenate([p.labels for p in parts])[order]
+        probs = np.concatenate([p.probs for p in parts])[order]
+        pooled.append(
+            RunResult(
+                method, seed, classification_report(labels, probs, num_classes),
+                sum(p.seconds for p in parts), sum(p.predict_seconds for p in parts), -1, None, [], "",
+                labels, probs, ids[order], None,
+                [
+                    {"fold": f, **p.metrics, "n_images": len(p.ids), "best_epoch": p.best_epoch,
+                     "best_val_score": p.best_val_score, "val_curve": p.val_curve, "seconds": round(p.seconds, 2),
+                     "run_dir": p.run_dir}
+                    for f, p in enumerate(parts)
+                ],
+            )
+        )
+    return pooled
+
+
+def compare_methods(
+    results: Sequence[RunResult], methods: Sequence[str], num_classes: int, weights: np.ndarray
+) -> dict[str, Any]:
+    """Per method: mean and std over seeds, the runs, and paired comparisons with each baseline run.
+
+    ``vs_<baseline>`` (for each of :data:`BASELINES` that ran; ``vs_random`` only for methods other than the
+    two baselines, since ``random``'s ``vs_ce`` already compares them) holds the mean over
+    seeds of the paired difference and a percentile bootstrap interval over the scored images (shared
+    ``weights``), or ``None``.
+
+    Raises:
+        RuntimeError: when the runs scored different images or orders.
+    """
+    labels = results[0].labels
+    if any(not np.array_equal(r.labels, labels) for r in results):
+        raise RuntimeError("runs scored different images or orders; paired comparisons need the same ones.")
+    by_method = {m: {r.seed: r for r in results if r.method == m} for m in methods}
+    entries: dict[str, Any] = {}
+    for method, runs in by_method.items():
+        if not runs:
+            continue
+        keys = (*METRIC_NAMES, "seconds")
+        values = {k: [r.metrics[k] if k != "seconds" else r.seconds for r in runs.values()] for k in keys}
+        stats = {k: summarize(v) for k, v in values.items()}
+        entry: dict[str, Any] = {
+            "mean": {k: s[0] for k, s in stats.items()},
+            "std": {k: s[1] for k, s in stats.items()},
+            "runs": [r.record() for r in runs.values()],
+        }
+        for baseline in BASELINES:
+            other = by_method.get(baseline, {})
+            entry[f"vs_{baseline}"] = None
+            # a baseline is compared with ce, not with the other baseline twice over
+            skip = method == baseline or (baseline != BASELINES[0] and method in BASELINES)
+            if skip or baseline not in methods or not set(runs) & set(other):
+                continue
+            entry[f"vs_{baseline}"] = {
+                "mean_diff": paired_mean_difference(
+                    {s: r.metrics for s, r in runs.items()}, {s: r.metrics for s, r in other.items()}
+                ),
+                "ci95": paired_bootstrap_ci(
+                    labels, {s: r.probs for s, r in runs.items()}, {s: r.probs for s, r in other.items()},
+                    num_classes, weights,
+                ),
+                "seeds": sorted(set(runs) & set(other)),
+            }
+        entries[method] = entry
+    return entries
 
 _HEADERS = {
     "accuracy": "accuracy",
@@ -25,10 +175,15 @@ def _value(value: float | None, signed: bool = False) -> str:
 
 
 def accuracy_markdown(report: Mapping[str, Any]) -> str:
-    """Mean ± std per method, then each method's paired difference against ``ce`` with its interval."""
+    """Mean ± std per method, then each method's paired difference against ``ce`` and ``random``."""
     seeds = ",".join(str(s) for s in report["config"]["seeds"])
+    cv = report.get("cross_validation")
+    scored = (
+        f"{cv['k']}-fold cross-validation of train+val (cv-seed {cv['cv_seed']}, {report['n_images']} images pooled)"
+        if cv else f"{report['split']} split ({report['n_images']} images)"
+    )
     lines = [
-        f"### {report['task']}, profile {report['profile']}: {report['split']} split ({report['n_images']} images), "
+        f"### {report['task']}, profile {report['profile']}: {scored}, "
         f"checkpoint by {report['selection_metric']}, seeds {seeds}",
         "",
         "| method | " + " | ".join(_HEADERS[k] for k in METRIC_NAMES) + " | seconds |",
@@ -38,11 +193,13 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
         cells = [f"{_value(entry['mean'][k])} ± {_value(entry['std'][k])}" for k in (*METRIC_NAMES, "seconds")]
         cells[-1] = f"{entry['mean']['seconds']:.0f} ± {entry['std']['seconds']:.0f}"
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    compared = {m: e["vs_ce"] for m, e in report["methods"].items() if e.get("vs_ce")}
-    if compared:
+    for baseline in BASELINES:
+        compared = {m: e[f"vs_{baseline}"] for m, e in report["methods"].items() if e.get(f"vs_{baseline}")}
+        if not compared:
+            continue
         lines += [
             "",
-            "| vs ce: mean paired diff. [95% CI] | " + " | ".join(_HEADERS[k] for k in METRIC_NAMES) + " |",
+            f"| vs {baseline}: mean paired diff. [95% CI] | " + " | ".join(_HEADERS[k] for k in METRIC_NAMES) + " |",
             "|---" * (len(METRIC_NAMES) + 1) + "|",
         ]
         for method, vs in compared.items():

@@ -152,19 +152,22 @@ def read_manifest(
     class_names: Sequence[str] | None = None,
     label_aliases: Mapping[str, str | int] | None = None,
     check_files: bool = True,
+    image_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict]:
     """Read a dataset manifest into a MONAI datalist.
 
     Args:
         dataset_dir: the folder holding ``manifest.csv``, or a manifest CSV file itself (for
             manifests under another name, e.g. ``manifest_kather2016_samples.csv``). Relative paths
-            in the manifest are resolved against the manifest's folder.
+            in the manifest are resolved against the manifest's folder, or ``image_dir``.
         split: keep only rows whose ``split`` column equals this (e.g. ``"train"``). Default
             ``None``: all rows, and the ``split`` column may be absent.
         class_names: class names, index = class number; see :func:`to_class_index`. Default
             ``None``: labels must be integers.
         label_aliases: extra label spellings mapping to a class name or number. Default ``None``.
         check_files: check that every returned image exists. Default ``True``.
+        image_dir: the folder relative paths are resolved against, when the images are not beside
+            the manifest (a test list kept elsewhere). Default ``None``: the manifest's folder.
 
     Returns:
         One dict per kept row, in file order: ``{"image": absolute path (str), "label": class
@@ -185,7 +188,7 @@ def read_manifest(
         {'image': '/.../retina/images/train/train_0000.png', 'label': 0, 'id': 0}
     """
     manifest = _manifest_path(dataset_dir)
-    base = manifest.parent.resolve()
+    base = Path(image_dir).resolve() if image_dir is not None else manifest.parent.resolve()
     label_map = _LabelMap(class_names, label_aliases)
     datalist: list[dict] = []
     splits_seen: dict[str, int] = {}
@@ -220,8 +223,9 @@ def read_manifest(
                 raise ValueError(f"{manifest}, line {line}: empty relative_path; expected an image path.")
             image = os.path.normpath(base / relative)
             if check_files and not os.path.isfile(image):
+                under = f" under {base}" if image_dir is not None else ""
                 raise FileNotFoundError(
-                    f"{manifest}, line {line}: image not found: {image} (relative_path {relative!r})."
+                    f"{manifest}, line {line}: image not found: {image} (relative_path {relative!r}{under})."
                 )
             datalist.append({"image": image, "label": label, "id": index})
     if not datalist:
