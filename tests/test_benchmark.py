@@ -331,3 +331,99 @@ def test_parallel_jobs_give_the_same_runs_as_one_after_the_other(tmp_path, retin
     bench = AccuracyBenchmark("retina", data, ["danil"], [0, 1, 2], "cpu", tmp_path / "w", broken, progress=False)
     with pytest.raises(RuntimeError, match="Failed to instantiate component 'monai_danil.mining.DistractorMiner'"):
         bench.run(jobs=2, threads=1)
+
+
+# ---------------------------------------------------------------- cross-validation
+
+
+def test_near_duplicates_and_lesions_are_grouped(tmp_path, retina_dir, skin_dir):
+    from PIL import Image
+
+    from monai_danil.benchmark.folds import _join, near_duplicate_groups
+
+    with open(retina_dir / "manifest.csv", newline="") as handle:
+        paths = [str(retina_dir / r["relative_path"]) for r in list(csv.DictReader(handle))[:6]]
+    # a copy made brighter and re-encoded is still the same picture; a mirrored one is another
+    pixels = np.asarray(Image.open(paths[0]).convert("RGB"), dtype=np.int32)
+    Image.fromarray(np.clip(pixels + 12, 0, 255).astype(np.uint8)).save(tmp_path / "brighter.png")
+    Image.fromarray(pixels[:, ::-1].astype(np.uint8)).save(tmp_path / "mirrored.png")
+    groups = near_duplicate_groups([*paths, str(tmp_path / "brighter.png"), str(tmp_path / "mirrored.png")])
+    assert groups[0] == groups[6] and len(set(groups[:6])) == 6 and groups[7] not in groups[:6]
+    assert list(_join(np.array([0, 0, 1, 2, 3]), np.array([5, 6, 6, 7, 8]))) == [0, 0, 0, 1, 2]
+    with open(skin_dir / "manifest.csv", newline="") as handle:
+        lesions = [r["lesion_id"] for r in list(csv.DictReader(handle))[:200]]
+    from monai_danil.benchmark.folds import read_groups
+
+    by_column = read_groups(skin_dir / "manifest.csv", "lesion_id", list(range(200)))
+    assert all((by_column[i] == by_column[j]) == (lesions[i] == lesions[j]) for i in range(200) for j in range(i))
+    assert read_groups(retina_dir / "manifest.csv", "lesion_id", [0, 1]) is None
+
+
+def test_folds_are_stratified_grouped_and_never_selected_on(retina_dir):
+    from monai_danil.benchmark.folds import build_cross_validation
+    from monai_danil.data import read_manifest
+
+    manifest = retina_dir / "manifest.csv"
+    rows = read_manifest(manifest)
+    with open(manifest, newline="") as handle:
+        splits = [r["split"] for r in csv.DictReader(handle)]
+    cv = build_cross_validation(manifest, rows, splits, k=5, seed=0)
+    again = build_cross_validation(manifest, rows, splits, k=5, seed=0)
+    assert np.array_equal(cv.fold, again.fold) and cv.record()["inner_val_ids"] == again.record()["inner_val_ids"]
+    assert not np.array_equal(cv.fold, build_cross_validation(manifest, rows, splits, k=5, seed=1).fold)
+    counts = np.bincount(cv.labels)
+    assert sorted(np.bincount(cv.fold)) == [240] * 5 and cv.record()["grouped_images"] > 0
+    for fold in range(5):
+        split = cv.split_of(fold)
+        scored, val, train = (set(np.flatnonzero(split == s)) for s in ("test", "val", "train"))
+        assert scored | val | train == set(range(len(rows))) and not scored & (val | train) and not val & train
+        # no group on two sides: a near-copy of a scored image is never trained or selected on
+        assert not set(cv.groups[list(scored)]) & set(cv.groups[list(val | train)])
+        assert not set(cv.groups[list(val)]) & set(cv.groups[list(train)])
+        # stratified: each fold holds every grade, in about the dataset's proportions
+        in_fold = np.bincount(cv.labels[list(scored)], minlength=5)
+        assert np.all(np.abs(in_fold - counts / 5) <= 0.15 * counts / 5 + 2), in_fold
+        assert 0.08 * len(train | val) <= len(val) <= 0.12 * len(train | val)  # val is 10% of train+val here
+
+
+def test_cross_validation_command_pools_folds_and_compares_with_random(tmp_path, retina_dir):
+    data = _subset(tmp_path, retina_dir, 48, 12)
+    out = tmp_path / "cv.json"
+    result = _cli(
+        ["accuracy", "--task", "retina", "--data-dir", str(data), "--cv", "2", "--cv-seed", "3",
+         "--methods", "ce,danil,random", "--seeds", "0", "--set", "epochs=1", "--set", "image_size=16",
+         "--set", "batch_size=8", "--work-dir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=tmp_path,
+    )
+    report = _strict_json(out)
+    assert report["split"] == "cv" and report["n_images"] == 60 and report["complete"]
+    assert "2-fold cross-validation of train+val (cv-seed 3, 60 images pooled)" in result.stdout
+    assert "| vs random: mean paired diff." in result.stdout
+    cv = report["cross_validation"]
+    assert cv["k"] == 2 and cv["cv_seed"] == 3 and sum(cv["fold_sizes"]) == 60 and sorted(cv["ids"]) == list(range(60))
+    danil = report["methods"]["danil"]
+    assert danil["vs_ce"] is not None and danil["vs_random"] is not None
+    assert report["methods"]["random"]["vs_random"] is None and report["methods"]["ce"]["vs_ce"] is None
+    (run,) = danil["runs"]
+    assert [f["fold"] for f in run["folds"]] == [0, 1] and sum(f["n_images"] for f in run["folds"]) == 60
+    pooled_labels, pooled_probs = [], []
+    for fold in run["folds"]:
+        # the fold's predictions are exactly its scored images, none of which its training or selection saw
+        with open(Path(fold["run_dir"]) / "predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        predicted = {int(r["id"]) for r in rows}
+        pooled_labels += [int(r["label"]) for r in rows]
+        pooled_probs += [[float(r[f"prob_{k}"]) for k in range(5)] for r in rows]
+        assigned = {i for i, f in zip(cv["ids"], cv["fold"]) if f == fold["fold"]}
+        assert predicted == assigned
+        with open(Path(report["config"]["work_dir"]) / "folds" / f"fold{fold['fold']}" / "manifest.csv") as handle:
+            manifest = list(csv.DictReader(handle))
+        seen = {r["relative_path"] for r in manifest if r["split"] in ("train", "val")}
+        scored = {r["relative_path"] for r in manifest if r["split"] == "test"}
+        assert len(scored) == len(assigned) and not seen & scored
+        assert {i for i, r in enumerate(manifest) if r["split"] == "val"} == set(cv["inner_val_ids"][fold["fold"]])
+    # the run's metrics are those of the pooled folds, scored as one set (the CSV rounds probabilities to 6
+    # digits, which can tie scores of a barely trained network and move AUC in the 4th digit)
+    expected = classification_report(np.array(pooled_labels), np.array(pooled_probs), 5)
+    for key in METRIC_NAMES:
+        assert run[key] == pytest.approx(expected[key], abs=2e-3), key
