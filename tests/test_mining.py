@@ -197,3 +197,101 @@ def test_invalid_options_and_shapes():
         miner.mine(torch.rand(2, 3), torch.rand(2, 2), torch.tensor([0, 1]), classifier_weight=torch.rand(2, 5))
     with pytest.raises(ValueError, match="3 labels for a batch of 2"):
         miner.mine(torch.rand(2, 3), torch.rand(2, 2), torch.tensor([0, 1, 1]))
+
+
+# ---------------------------------------------------------------- sharper distractors (issue: Method II)
+
+
+def _unit(*rows):
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float), dim=1)
+
+
+def test_semi_hard_takes_the_nearest_distractor_farther_than_the_nearest_positive():
+    import math
+
+    def at(angle):  # a unit vector at ``angle`` degrees from the anchor, in the first quadrant
+        return [math.cos(math.radians(angle)), math.sin(math.radians(angle))]
+
+    f = _unit(at(0), at(30), at(10), at(40), at(60))
+    # 0: anchor (class 0); 1: its positive at 30 deg; 2, 3, 4: class 1 at 10, 40 and 60 deg
+    y = torch.tensor([0, 0, 1, 1, 1])
+    logits = _logits_preferring(y, torch.tensor([1, 1, 0, 0, 0]), 2)
+    nearest = DistractorMiner(neuron_weighting="none", bank_size=0).mine(f, logits, y)
+    semi = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_sample="semi_hard").mine(f, logits, y)
+    assert torch.equal(nearest.distractor_features[0], f[2])  # the hardest, nearer than the positive
+    assert torch.equal(semi.distractor_features[0], f[3])  # the nearest beyond the positive (40 > 30 deg)
+    # without a positive (sample 1 relabelled), or when every distractor is nearer, the nearest
+    alone = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_sample="semi_hard")
+    y_alone = torch.tensor([0, 2, 1, 1, 1])
+    no_positive = alone.mine(f, _logits_preferring(y_alone, torch.tensor([1, 0, 0, 0, 0]), 3), y_alone)
+    assert torch.equal(no_positive.distractor_features[0], f[2])
+    far = _unit(at(0), at(70), at(10), at(40), at(60))
+    assert torch.equal(alone.mine(far, logits, y).distractor_features[0], far[2])
+    # a stale copy of the anchor in the bank is not its positive
+    miner = DistractorMiner(neuron_weighting="none", bank_size=8, distractor_sample="semi_hard")
+    miner.update(f[:1], y[:1], torch.tensor([7]))
+    ids = torch.tensor([7, 1, 2, 3, 4])
+    assert torch.equal(miner.mine(f, logits, y, ids=ids).distractor_features[0], f[3])
+
+
+def test_soft_averages_the_k_nearest_and_softmax_weights_by_similarity():
+    from monai_danil.losses import DistractorAwareLoss, distractor_aware_loss
+
+    f = _unit([1.0, 0.0], [0.9, 0.1], [0.8, 0.4], [0.5, 0.5], [0.1, 0.9]).requires_grad_(True)
+    y = torch.tensor([0, 1, 1, 1, 1])
+    logits = _logits_preferring(y, torch.tensor([1, 0, 0, 0, 0]), 2)
+    soft = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_sample="soft", k=3).mine(f, logits, y)
+    terms = soft.terms
+    assert terms is not None and terms.features.shape == (5, 3, 2)
+    assert torch.equal(terms.features[0], f[1:4])  # the 3 nearest of class 1, nearest first
+    assert terms.weights[0].tolist() == pytest.approx([1 / 3] * 3)
+    assert torch.equal(soft.distractor_features[0], f[1])  # the primary is the nearest
+    # the loss is the weighted mean of the three hinges
+    loss = DistractorAwareLoss(margin=1.0)
+    value = loss(logits, y, distractors=soft, lambda_da=1.0) - loss.last_components["ce"]
+    hinges = [distractor_aware_loss(f[:1], f[j : j + 1], torch.ones(1, 2), torch.tensor([True]), reduction="none")
+              for j in (1, 2, 3)]
+    per_anchor = torch.stack([h[0] for h in hinges]).mean()
+    others = distractor_aware_loss(f[1:], soft.distractor_features[1:], torch.ones(4, 2), torch.ones(4, dtype=bool),
+                                   reduction="none")
+    assert value.item() == pytest.approx(((per_anchor + others.sum()) / 5).item(), abs=1e-6)
+    value.backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all()
+    softmax = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_sample="soft", k=3,
+                              soft_weighting="softmax", temperature=0.5).mine(f.detach(), logits, y)
+    sims = (f[0:1] @ f[1:4].T).detach()[0]
+    assert softmax.terms.weights[0].tolist() == pytest.approx(torch.softmax(sims / 0.5, 0).tolist(), abs=1e-6)
+
+
+def test_several_distractor_classes_are_weighted_by_the_network_probabilities():
+    f = _unit([1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.8, 0.0, 0.6], [0.0, 1.0, 0.0])
+    y = torch.tensor([0, 1, 2, 1])
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 3.0, 1.0], [1.0, 0.0, 3.0], [0.0, 3.0, 1.0]])
+    batch = DistractorMiner(neuron_weighting="none", bank_size=0, distractor_classes=2).mine(f, logits, y)
+    terms = batch.terms
+    assert terms.distractor_class[0].tolist() == [2, 1]  # by the network's preference: class 2, then 1
+    p = torch.softmax(logits[0], 0)
+    assert terms.weights[0].tolist() == pytest.approx([(p[2] / (p[1] + p[2])).item(), (p[1] / (p[1] + p[2])).item()])
+    assert batch.distractor_class[0].item() == 2 and torch.equal(batch.distractor_features[0], f[2])
+    with pytest.raises(ValueError, match="confusing"):
+        DistractorMiner(distractor_class="any", distractor_classes=2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"distractor_sample": "semi_hard"}, {"distractor_sample": "soft", "k": 3}, {"distractor_classes": 2},
+     {"distractor_sample": "soft", "k": 2, "soft_weighting": "softmax", "distractor_classes": 2}],
+)
+def test_no_candidate_gives_a_zero_loss_with_a_valid_graph(options):
+    from monai_danil.losses import DistractorAwareLoss
+
+    f = torch.rand(4, 3, requires_grad=True)
+    y = torch.zeros(4, dtype=torch.long)  # one class only: no distractor anywhere
+    logits = torch.randn(4, 3, requires_grad=True)
+    batch = DistractorMiner(neuron_weighting="none", bank_size=0, **options).mine(f, logits, y)
+    assert not batch.has_distractor.any() and (batch.distractor_class == -1).all()
+    loss = DistractorAwareLoss()
+    total = loss(logits, y, distractors=batch, lambda_da=1.0)
+    assert loss.last_components["da"].item() == 0.0
+    total.backward()
+    assert torch.isfinite(logits.grad).all()

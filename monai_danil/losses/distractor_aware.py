@@ -59,24 +59,30 @@ def distractor_aware_loss(
     p: int = 1,
     eps: float = 1e-8,
     reduction: LossReduction | str = LossReduction.MEAN,
+    term_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``L_DA`` of METHOD.md item 4, the pure function.
 
     With ``u = normalise(w * f)``, ``v = normalise(w * f_d)`` and ``d = sqrt(||u - v||^2 + eps)``,
-    each sample with a distractor contributes ``max(0, margin - d) ** p``.
+    each sample with a distractor contributes ``max(0, margin - d) ** p``. With several distractors
+    per sample (K terms: ``distractor_features`` (B, K, D) and ``term_weights``), it contributes the
+    weighted sum of its terms' hinges.
 
     Args:
         features: (B, D) anchors' neurons.
-        distractor_features: (B, D) their distractors' neurons.
-        neuron_weights: (B, D) non-negative weights (only their direction matters).
+        distractor_features: (B, D) their distractors' neurons, or (B, K, D) for K terms each.
+        neuron_weights: non-negative weights (only their direction matters), shaped as
+            ``distractor_features``.
         has_distractor: (B,) bool; samples without a distractor contribute 0.
         margin: hinge margin on ``d`` in [0, sqrt(2)] for non-negative features; active while the
-            weighted cosine similarity exceeds ``1 - margin**2 / 2``. A float, or a (B,) tensor of
-            per-sample margins (see :func:`ordinal_margins`). Default 1.0.
+            weighted cosine similarity exceeds ``1 - margin**2 / 2``. A float, or per-sample margins
+            (B,) (or (B, K) with terms; see :func:`ordinal_margins`). Default 1.0.
         p: 1 (hinge) or 2 (squared hinge). Default 1.
         eps: added under the square root so the gradient at ``u == v`` is finite. Default 1e-8.
         reduction: ``"mean"``: sum over samples with a distractor divided by ``max(1, count)``
             (METHOD.md's definition, not a mean over the whole batch); ``"sum"``; ``"none"``: (B,).
+        term_weights: (B, K) weights of the terms (0 for a term without a candidate), with (B, K, D)
+            distractors. Default ``None``: one term per sample.
 
     Returns:
         The loss; 0 with a valid graph when no sample has a distractor, never NaN.
@@ -84,19 +90,30 @@ def distractor_aware_loss(
     Raises:
         ValueError: for shapes that disagree or an unknown reduction.
     """
-    if features.ndim != 2 or distractor_features.shape != features.shape or neuron_weights.shape != features.shape:
+    terms = distractor_features.ndim == 3
+    expected = (features.shape[0], term_weights.shape[1], features.shape[1]) if terms and term_weights is not None else None
+    if (
+        features.ndim != 2
+        or neuron_weights.shape != distractor_features.shape
+        or (not terms and distractor_features.shape != features.shape)
+        or (terms and (term_weights is None or distractor_features.shape != expected))
+    ):
         raise ValueError(
-            "features, distractor_features and neuron_weights must share one (B, D) shape, got "
-            f"{tuple(features.shape)}, {tuple(distractor_features.shape)}, {tuple(neuron_weights.shape)}."
+            "features (B, D) need distractor_features and neuron_weights of one shape, (B, D), or (B, K, D) with "
+            f"term_weights (B, K); got {tuple(features.shape)}, {tuple(distractor_features.shape)}, "
+            f"{tuple(neuron_weights.shape)}, {None if term_weights is None else tuple(term_weights.shape)}."
         )
     if has_distractor.shape != features.shape[:1]:
         raise ValueError(f"has_distractor must be ({features.shape[0]},), got {tuple(has_distractor.shape)}.")
     with torch.autocast(device_type=features.device.type, enabled=False):
         weights = neuron_weights.detach().float()
-        u = F.normalize(weights * features.float(), dim=1, eps=eps)
-        v = F.normalize(weights * distractor_features.float(), dim=1, eps=eps)
-        distance = ((u - v).pow(2).sum(dim=1) + eps).sqrt()
+        anchors = features.float().unsqueeze(1) if terms else features.float()
+        u = F.normalize(weights * anchors, dim=-1, eps=eps)
+        v = F.normalize(weights * distractor_features.float(), dim=-1, eps=eps)
+        distance = ((u - v).pow(2).sum(dim=-1) + eps).sqrt()
         per_sample = (margin - distance).clamp_min(0.0).pow(p)
+        if terms:
+            per_sample = (per_sample * term_weights.detach().float()).sum(dim=1)  # type: ignore[union-attr]
         per_sample = torch.where(has_distractor, per_sample, torch.zeros_like(per_sample))
     reduction = _reduction(reduction)
     if reduction == LossReduction.MEAN.value:
@@ -217,6 +234,8 @@ class DistractorAwareLoss(_Loss):
         if self.margin.shape[0] != num_classes:
             raise ValueError(f"a {self.margin.shape[0]}-class margin matrix for {num_classes} classes.")
         margin = self._buffer_on("margin", distractors.labels.device)
+        if distractors.terms is not None:
+            return margin[distractors.labels.unsqueeze(1), distractors.terms.distractor_class.clamp_min(0)]
         return margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
 
     def _buffer_on(self, name: str, device: torch.device) -> torch.Tensor:
@@ -266,15 +285,17 @@ class DistractorAwareLoss(_Loss):
         else:
             if distractors.batch_size != input.shape[0]:
                 raise ValueError(f"distractors for a batch of {distractors.batch_size}, logits for {input.shape[0]}.")
+            terms = distractors.terms
             da = distractor_aware_loss(
                 distractors.features,
-                distractors.distractor_features,
-                distractors.neuron_weights,
+                distractors.distractor_features if terms is None else terms.features,
+                distractors.neuron_weights if terms is None else terms.neuron_weights,
                 distractors.has_distractor,
                 margin=self._margins(distractors, input.shape[1]),
                 p=self.p,
                 eps=self.eps,
                 reduction=self.reduction,
+                term_weights=None if terms is None else terms.weights,
             ).to(ce.dtype)
         self.last_components = {"ce": ce.detach(), "da": da.detach()}
         return ce + lambda_da * da

@@ -20,12 +20,39 @@ import torch.nn.functional as F
 
 from .bank import MemoryBank
 
-__all__ = ["DistractorBatch", "DistractorMiner", "DISTRACTOR_CLASSES", "DISTRACTOR_SAMPLES", "NEURON_WEIGHTINGS"]
+__all__ = [
+    "DistractorBatch",
+    "DistractorMiner",
+    "DistractorTerms",
+    "DISTRACTOR_CLASSES",
+    "DISTRACTOR_SAMPLES",
+    "NEURON_WEIGHTINGS",
+    "SOFT_WEIGHTINGS",
+]
 
 DISTRACTOR_CLASSES = ("confusing", "any", "random")
 NEURON_WEIGHTINGS = ("none", "margin", "topk")
-DISTRACTOR_SAMPLES = ("nearest", "random")
+DISTRACTOR_SAMPLES = ("nearest", "random", "semi_hard", "soft")
+SOFT_WEIGHTINGS = ("uniform", "softmax")
 _EPS = 1e-12
+
+
+@dataclass
+class DistractorTerms:
+    """Several distractors per anchor, K = ``distractor_classes`` x ``k``, each a weighted hinge term.
+
+    Attributes:
+        features: (B, K, D) the distractors' neurons (in the graph where they are batch samples).
+        neuron_weights: (B, K, D) detached neuron weights of each term's (true, distractor) class pair.
+        weights: (B, K) non-negative term weights, 0 where a term has no candidate; each row with a
+            distractor sums to 1.
+        distractor_class: (B, K) the class of each term's distractor, -1 where none.
+    """
+
+    features: torch.Tensor
+    neuron_weights: torch.Tensor
+    weights: torch.Tensor
+    distractor_class: torch.Tensor
 
 
 @dataclass
@@ -45,6 +72,10 @@ class DistractorBatch:
         from_bank: (B,) bool, whether the distractor came from the memory bank.
         similarity: (B,) neuron-weighted cosine similarity to the distractor, 0 where none.
         labels: (B,) the anchors' labels.
+        terms: with several distractors per anchor (``distractor_sample="soft"`` or
+            ``distractor_classes > 1``), all of them; the fields above then describe the term of
+            largest weight (the "primary" distractor, what the TensorBoard figures show). ``None``
+            with one distractor per anchor.
     """
 
     features: torch.Tensor
@@ -56,6 +87,7 @@ class DistractorBatch:
     from_bank: torch.Tensor
     similarity: torch.Tensor
     labels: torch.Tensor
+    terms: DistractorTerms | None = None
 
     @property
     def batch_size(self) -> int:
@@ -113,11 +145,22 @@ class DistractorMiner:
     - ``"any"``: the nearest candidate (plain cosine) of any class other than ``y``;
     - ``"random"``: a candidate of another class drawn uniformly (an ablation control).
 
-    ``distractor_sample`` picks the sample within the distractor class: ``"nearest"`` (default, the
-    reading above: the candidate that confuses the network most) or ``"random"`` (a candidate of that
-    class drawn uniformly; the class still comes from the network's confusion). ``"random"`` avoids
-    pushing always against the single hardest, often ambiguous or mislabelled, look-alike, as
-    semi-hard negative mining does in metric learning (a project option, not the paper's).
+    ``distractor_sample`` picks the sample within the distractor class (project options, not the
+    paper's; the paper's "distractor" is read as the nearest):
+
+    - ``"nearest"`` (default): the candidate that confuses the network most;
+    - ``"random"``: a candidate of that class drawn uniformly (the class still comes from the
+      network's confusion);
+    - ``"semi_hard"``: the nearest candidate of that class that is farther from the anchor than the
+      anchor's nearest same-class candidate (batch or bank, the anchor itself and its own bank copies
+      excluded), as FaceNet's semi-hard negatives; the nearest where there is none. The single hardest
+      look-alike is often ambiguous or mislabelled, and pushing against it can be unstable;
+    - ``"soft"``: the ``k`` nearest candidates of that class, each a hinge term, weighted uniformly
+      (``soft_weighting="uniform"``) or by a softmax of their similarity at ``temperature``.
+
+    ``distractor_classes = N`` (``"confusing"`` only) takes the N most confusing wrong classes by the
+    network's own probabilities instead of one; each class's term is weighted by its probability,
+    renormalised over the N classes that have a candidate (so ``N = 1`` is the reading above).
 
     Candidates are the current batch plus the memory bank. Neuron weights (``"confusing"`` only)
     are ``|W_y - W_c|`` from the classifier (``"margin"``), a 0/1 mask of the ``topk`` fraction of
@@ -128,15 +171,21 @@ class DistractorMiner:
         distractor_class: ``"confusing"``, ``"any"`` or ``"random"``. Default ``"confusing"``.
         neuron_weighting: ``"margin"``, ``"topk"`` or ``"none"``. Default ``"margin"``.
         topk: fraction in (0, 1] of neurons kept by ``"topk"``. Default 0.25.
-        distractor_sample: ``"nearest"`` or ``"random"``, the sample within the distractor class
-            (``distractor_class="random"`` always draws at random). Default ``"nearest"``.
+        distractor_sample: ``"nearest"``, ``"random"``, ``"semi_hard"`` or ``"soft"``, the sample within
+            the distractor class (``distractor_class="random"`` always draws at random). Default ``"nearest"``.
+        k: candidates per distractor class for ``"soft"``. Default 4.
+        soft_weighting: ``"uniform"`` or ``"softmax"`` (of the similarities divided by ``temperature``),
+            the weights of the ``k`` terms of ``"soft"``. Default ``"uniform"``.
+        temperature: of ``soft_weighting="softmax"``, > 0. Default 0.1.
+        distractor_classes: N most confusing classes (``"confusing"`` only), >= 1. Default 1.
         bank_size: memory-bank slots; 0 mines in the batch only. Keep it at most half an epoch of
             samples, so the bank never holds a stale second copy of the same image. Default 4096.
         gather_distributed: under ``torch.distributed``, put every rank's samples into every
             rank's bank (all_gather; batches must have equal sizes on all ranks). Default ``True``.
 
     Raises:
-        ValueError: for an unknown option or ``topk`` outside (0, 1].
+        ValueError: for an unknown option, ``topk`` outside (0, 1], ``k`` or ``distractor_classes`` below
+            1, a non-positive ``temperature``, or ``distractor_classes > 1`` with another distractor class.
 
     Example:
         >>> miner = DistractorMiner(bank_size=256)
@@ -155,6 +204,10 @@ class DistractorMiner:
         bank_size: int = 4096,
         gather_distributed: bool = True,
         distractor_sample: str = "nearest",
+        k: int = 4,
+        soft_weighting: str = "uniform",
+        temperature: float = 0.1,
+        distractor_classes: int = 1,
     ) -> None:
         if distractor_class not in DISTRACTOR_CLASSES:
             raise ValueError(f"distractor_class must be one of {DISTRACTOR_CLASSES}, got {distractor_class!r}.")
@@ -164,7 +217,20 @@ class DistractorMiner:
             raise ValueError(f"topk must be a fraction in (0, 1], got {topk}.")
         if distractor_sample not in DISTRACTOR_SAMPLES:
             raise ValueError(f"distractor_sample must be one of {DISTRACTOR_SAMPLES}, got {distractor_sample!r}.")
+        if soft_weighting not in SOFT_WEIGHTINGS:
+            raise ValueError(f"soft_weighting must be one of {SOFT_WEIGHTINGS}, got {soft_weighting!r}.")
+        if int(k) < 1 or int(distractor_classes) < 1 or float(temperature) <= 0:
+            raise ValueError(
+                f"k and distractor_classes must be >= 1 and temperature > 0, got {k}, {distractor_classes}, {temperature}."
+            )
+        if int(distractor_classes) > 1 and distractor_class != "confusing":
+            raise ValueError(f"distractor_classes={distractor_classes} ranks confusing classes: it needs "
+                             f"distractor_class='confusing', got {distractor_class!r}.")
         self.distractor_sample = distractor_sample
+        self.k = int(k) if distractor_sample == "soft" else 1
+        self.soft_weighting = soft_weighting
+        self.temperature = float(temperature)
+        self.distractor_classes = int(distractor_classes)
         self.distractor_class = distractor_class
         self.neuron_weighting = neuron_weighting
         self.topk = float(topk)
@@ -232,6 +298,7 @@ class DistractorMiner:
         if labels.shape[0] != features.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for a batch of {features.shape[0]}.")
         batch_size, dim = features.shape
+        num_classes = logits.shape[1]
         ids = self._ids(ids, batch_size, features.device)
         # mining compares directions: float32 even under autocast, so bf16 rounding never flips a choice
         with torch.autocast(device_type=features.device.type, enabled=False):
@@ -243,44 +310,123 @@ class DistractorMiner:
             else:
                 cand_labels = torch.cat([labels, bank[1]])
                 cand_ids = torch.cat([ids, bank[2]])
-            num_classes = logits.shape[1]
-            own = F.one_hot(labels.clamp(0, num_classes - 1), num_classes).bool()
-            if self.distractor_class == "confusing":
-                target_class = logits.detach().float().masked_fill(own, float("-inf")).argmax(dim=1)
-                mask = cand_labels.unsqueeze(0) == target_class.unsqueeze(1)
+            classes, class_weight = self._classes(logits.detach().float(), labels)  # (B, N) each, or None
+            if classes is None:
+                mask = (cand_labels.unsqueeze(0) != labels.unsqueeze(1)).unsqueeze(1)  # (B, 1, B + M)
+                weights = None
             else:
-                target_class = None
-                mask = cand_labels.unsqueeze(0) != labels.unsqueeze(1)
-            weights = self.neuron_weights(labels, target_class, classifier_weight, dim) if target_class is not None else None
-            similarity = _weighted_cosine(weights, anchors, anchors)
-            if bank is not None:
-                in_bank = _weighted_cosine(weights, anchors, bank[0], self.bank.squared_entries(), unit_candidates=True)
-                similarity = torch.cat([similarity, in_bank], dim=1)
+                mask = cand_labels.view(1, 1, -1) == classes.unsqueeze(2)  # (B, N, B + M)
+                weights = self.neuron_weights(labels.repeat_interleave(classes.shape[1]), classes.reshape(-1),
+                                              classifier_weight, dim)
+            # (B, N, B + M); without neuron weights one cosine serves every distractor class
+            similarity = self._similarity(weights, anchors, bank).expand(-1, mask.shape[1], -1)
+            if self.distractor_sample == "semi_hard":
+                mask = self._semi_hard(mask, similarity, labels, ids, cand_labels, cand_ids)
             if self.distractor_class == "random" or self.distractor_sample == "random":
                 score = torch.rand_like(similarity)
             else:
                 score = similarity
             # the mask decides who has a distractor; -inf only marks non-candidates for the arg-max
-            has = mask.any(dim=1)
-            index = score.masked_fill(~mask, float("-inf")).argmax(dim=1)
-            chosen_similarity = similarity.gather(1, index.unsqueeze(1)).squeeze(1)
-        # the distractor's features: from the batch (in the graph) or from the bank (constants)
-        distractor_features = features[index.clamp(max=batch_size - 1)]
+            count = min(self.k, mask.shape[2])
+            top_score, index = score.masked_fill(~mask, float("-inf")).topk(count, dim=2)  # (B, N, k)
+            valid = mask.gather(2, index)
+            chosen_similarity = similarity.gather(2, index)
+            term_weight = self._term_weights(valid, top_score, class_weight)  # (B, N * k)
+        index, valid = index.flatten(1), valid.flatten(1)
+        chosen_similarity = chosen_similarity.flatten(1)
+        # the distractors' features: from the batch (in the graph) or from the bank (constants)
+        distractor_features = features[index.clamp(max=batch_size - 1)]  # (B, K, D)
         if bank is not None:
             from_bank_rows = bank[0][(index - batch_size).clamp(min=0)].to(features.dtype)
-            distractor_features = torch.where((index >= batch_size).unsqueeze(1), from_bank_rows, distractor_features)
-        none = torch.full_like(labels, -1)
+            distractor_features = torch.where((index >= batch_size).unsqueeze(2), from_bank_rows, distractor_features)
+        none = torch.full_like(index, -1)
+        term_class = torch.where(valid, cand_labels[index], none)
+        has = valid.any(dim=1)
+        primary = term_weight.argmax(dim=1, keepdim=True)  # the term of largest weight (the first on ties)
+        first = index.gather(1, primary).squeeze(1)
+        neuron_weights = (
+            torch.ones_like(anchors).unsqueeze(1).expand(-1, index.shape[1], -1)
+            if weights is None
+            else weights.view(batch_size, -1, 1, dim).expand(-1, -1, count, -1).reshape(batch_size, -1, dim)
+        )
+        terms = None
+        if index.shape[1] > 1:
+            terms = DistractorTerms(distractor_features, neuron_weights, term_weight, term_class)
         return DistractorBatch(
             features=features,
-            distractor_features=distractor_features,
-            neuron_weights=torch.ones_like(anchors) if weights is None else weights,
+            distractor_features=distractor_features.gather(
+                1, primary.unsqueeze(2).expand(-1, -1, dim)).squeeze(1),
+            neuron_weights=neuron_weights.gather(1, primary.unsqueeze(2).expand(-1, -1, dim)).squeeze(1),
             has_distractor=has,
-            distractor_class=torch.where(has, cand_labels[index], none),
-            distractor_id=torch.where(has, cand_ids[index], none),
-            from_bank=has & (index >= batch_size),
-            similarity=torch.where(has, chosen_similarity, torch.zeros_like(chosen_similarity)),
+            distractor_class=torch.where(has, term_class.gather(1, primary).squeeze(1), none[:, 0]),
+            distractor_id=torch.where(has, cand_ids[first], none[:, 0]),
+            from_bank=has & (first >= batch_size),
+            similarity=torch.where(has, chosen_similarity.gather(1, primary).squeeze(1),
+                                   torch.zeros_like(chosen_similarity[:, 0])),
             labels=labels,
+            terms=terms,
         )
+
+    def _classes(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The N most confusing wrong classes (B, N) and their probabilities (B, N); ``None`` unless "confusing"."""
+        if self.distractor_class != "confusing":
+            return None, None
+        num_classes = logits.shape[1]
+        own = F.one_hot(labels.clamp(0, num_classes - 1), num_classes).bool()
+        count = min(self.distractor_classes, num_classes - 1) if num_classes > 1 else 1
+        wrong = logits.masked_fill(own, float("-inf"))
+        classes = wrong.topk(count, dim=1).indices
+        probabilities = torch.softmax(logits, dim=1).gather(1, classes)
+        return classes, probabilities
+
+    def _similarity(
+        self, weights: torch.Tensor | None, anchors: torch.Tensor, bank: tuple[torch.Tensor, ...] | None
+    ) -> torch.Tensor:
+        """(B, N, B + M) neuron-weighted cosines of each anchor, per distractor class, to every candidate."""
+        batch_size = anchors.shape[0]
+        if weights is None:
+            rows = anchors
+        else:
+            rows = anchors.repeat_interleave(weights.shape[0] // batch_size, dim=0)  # (B * N, D)
+        similarity = _weighted_cosine(weights, rows, anchors)
+        if bank is not None:
+            in_bank = _weighted_cosine(weights, rows, bank[0], self.bank.squared_entries(), unit_candidates=True)
+            similarity = torch.cat([similarity, in_bank], dim=1)
+        return similarity.view(batch_size, -1, similarity.shape[1])
+
+    @staticmethod
+    def _semi_hard(
+        mask: torch.Tensor,
+        similarity: torch.Tensor,
+        labels: torch.Tensor,
+        ids: torch.Tensor,
+        cand_labels: torch.Tensor,
+        cand_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Keep the candidates farther than the anchor's nearest positive; all of them where none is."""
+        batch_size = labels.shape[0]
+        position = torch.arange(cand_labels.shape[0], device=labels.device)
+        itself = position.unsqueeze(0) == torch.arange(batch_size, device=labels.device).unsqueeze(1)
+        own_copy = (cand_ids.unsqueeze(0) == ids.unsqueeze(1)) & (ids.unsqueeze(1) >= 0)
+        positive = (cand_labels.unsqueeze(0) == labels.unsqueeze(1)) & ~itself & ~own_copy  # (B, B + M)
+        nearest_positive = similarity.masked_fill(~positive.unsqueeze(1), float("-inf")).amax(dim=2, keepdim=True)
+        harder = mask & (similarity < nearest_positive)
+        return torch.where(harder.any(dim=2, keepdim=True), harder, mask)
+
+    def _term_weights(
+        self, valid: torch.Tensor, score: torch.Tensor, class_weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, N * k) weights of the hinge terms: per class, its samples; over classes, their probabilities."""
+        valid_f = valid.float()
+        if self.distractor_sample == "soft" and self.soft_weighting == "softmax":
+            logits = (score / self.temperature).masked_fill(~valid, float("-inf"))
+            sample = torch.where(valid, torch.softmax(logits.nan_to_num(neginf=-1e30), dim=2), torch.zeros_like(valid_f))
+        else:
+            sample = valid_f / valid_f.sum(dim=2, keepdim=True).clamp_min(1.0)
+        per_class = class_weight if class_weight is not None else torch.ones_like(valid_f[:, :, 0])
+        per_class = per_class * valid.any(dim=2).float()
+        per_class = per_class / per_class.sum(dim=1, keepdim=True).clamp_min(_EPS)
+        return (per_class.unsqueeze(2) * sample).flatten(1)
 
     @staticmethod
     def _ids(ids: torch.Tensor | None, batch_size: int, device: torch.device) -> torch.Tensor:
