@@ -12,7 +12,7 @@ from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 from torch import nn
 
 from monai_danil.losses import DistractorAwareLoss
-from monai_danil.mining import DistractorBatch, DistractorMiner
+from monai_danil.mining import DistractorBatch, DistractorMiner, ResponseMapBatch, ResponseMapMiner
 from monai_danil.networks import NeuronTap
 
 if TYPE_CHECKING:
@@ -56,7 +56,10 @@ class DistractorMiningHandler:
     Args:
         network: the trained network (the trainer's ``network``, possibly DDP-wrapped).
         loss: the trainer's loss function, a :class:`DistractorAwareLoss`.
-        miner: the miner (and its bank); default ``DistractorMiner()`` with its defaults.
+        miner: the miner (and its bank); default ``DistractorMiner()`` with its defaults. A
+            :class:`~monai_danil.mining.ResponseMapMiner` selects the paper's second reading (the
+            responses to the true and the most confusing class; the tap then reads the activation map
+            or the input, and there is no bank).
         layer: module name of the tapped neurons; default: the pooled features of a known MONAI
             network (see :class:`~monai_danil.networks.NeuronTap`).
         classifier: module name of the final ``nn.Linear``; default: the known MONAI head.
@@ -78,7 +81,7 @@ class DistractorMiningHandler:
         self,
         network: nn.Module,
         loss: DistractorAwareLoss,
-        miner: DistractorMiner | None = None,
+        miner: DistractorMiner | ResponseMapMiner | None = None,
         layer: str | None = None,
         classifier: str | None = None,
         lambda_max: float = 0.5,
@@ -93,12 +96,14 @@ class DistractorMiningHandler:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         self.loss = loss
         self.miner = miner if miner is not None else DistractorMiner()
-        self.tap = NeuronTap(network, layer=layer, classifier=classifier)
+        # the response-map reading reads the pooled activation map or the input, not the pooled features
+        source = self.miner.source if isinstance(self.miner, ResponseMapMiner) else "features"
+        self.tap = NeuronTap(network, layer=layer, classifier=classifier, source=source)
         self.lambda_max = float(lambda_max)
         self.warmup_epochs = float(warmup_epochs)
         self.id_key = id_key
         self.logger = logging.getLogger(__name__)
-        self.last_batch: DistractorBatch | None = None
+        self.last_batch: DistractorBatch | ResponseMapBatch | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -147,7 +152,8 @@ class DistractorMiningHandler:
         lambda_da = self.lambda_at(engine)
         self.loss.set_distractors(batch, lambda_da)
         self.last_batch = batch
-        self._pending = (features.detach(), batch.labels, ids)
+        if isinstance(self.miner, DistractorMiner):  # the response maps keep no bank
+            self._pending = (features.detach(), batch.labels, ids)
         for name, value in batch.figures().items():
             output[f"danil_{name}"] = value
         output["danil_lambda"] = torch.tensor(lambda_da)

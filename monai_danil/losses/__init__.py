@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .distractor_aware import DistractorAwareLoss, distractor_aware_loss, ordinal_margins
+from .distractor_aware import DistractorAwareLoss, distractor_aware_loss, ordinal_margins, response_map_loss
 
-__all__ = ["DistractorAwareLoss", "distractor_aware_loss", "ordinal_margins"]
+__all__ = ["DistractorAwareLoss", "distractor_aware_loss", "ordinal_margins", "response_map_loss"]

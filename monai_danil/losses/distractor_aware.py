@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai_danil.mining import DistractorBatch
+from monai_danil.mining import DistractorBatch, ResponseMapBatch
 
-__all__ = ["DistractorAwareLoss", "distractor_aware_loss", "ordinal_margins"]
+__all__ = ["DistractorAwareLoss", "distractor_aware_loss", "ordinal_margins", "response_map_loss"]
 
 
 def ordinal_margins(num_classes: int, margin: float = 1.0, power: float = 1.0) -> list[list[float]]:
@@ -123,6 +123,41 @@ def distractor_aware_loss(
     return per_sample
 
 
+def response_map_loss(
+    maps: ResponseMapBatch,
+    margin: float | torch.Tensor = 1.0,
+    p: int = 1,
+    eps: float = 1e-8,
+    reduction: LossReduction | str = LossReduction.MEAN,
+) -> torch.Tensor:
+    """The second reading's term: ``max(0, margin - d) ** p`` with ``d`` the distance of the two maps.
+
+    ``d`` is that of :meth:`~monai_danil.mining.ResponseMapBatch.distances`: Euclidean between the
+    L2-normalised maps (``"response_map"``, in [0, sqrt(2)]) or L1 between the L1-normalised ones
+    (``"input_gradient"``, in [0, 2]); see :mod:`monai_danil.mining.response`.
+
+    Args:
+        maps: the miner's two maps per sample.
+        margin: a float, or per-sample margins (B,). Default 1.0.
+        p: 1 or 2. Default 1.
+        eps: numerical guard under the square root. Default 1e-8.
+        reduction: ``"mean"`` over the samples with a distractor, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss; 0 with a valid graph when no sample has a distractor.
+    """
+    with torch.autocast(device_type=maps.true_maps.device.type, enabled=False):
+        distance = maps.distances(eps)
+        per_sample = (margin - distance).clamp_min(0.0).pow(p)
+        per_sample = torch.where(maps.has_distractor, per_sample, torch.zeros_like(per_sample))
+    reduction = _reduction(reduction)
+    if reduction == LossReduction.MEAN.value:
+        return per_sample.sum() / maps.has_distractor.sum().clamp_min(1).to(per_sample.dtype)
+    if reduction == LossReduction.SUM.value:
+        return per_sample.sum()
+    return per_sample
+
+
 class DistractorAwareLoss(_Loss):
     """``L = L_cls + lambda * L_DA``: cross-entropy plus the distractor-aware term (METHOD.md items 4, 5).
 
@@ -194,10 +229,10 @@ class DistractorAwareLoss(_Loss):
         self.register_buffer(
             "class_weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float).reshape(-1)
         )
-        self._pending: tuple[DistractorBatch, float] | None = None
+        self._pending: tuple[DistractorBatch | ResponseMapBatch, float] | None = None
         self.last_components: dict[str, torch.Tensor] = {}
 
-    def set_distractors(self, distractors: DistractorBatch | None, lambda_da: float = 1.0) -> None:
+    def set_distractors(self, distractors: DistractorBatch | ResponseMapBatch | None, lambda_da: float = 1.0) -> None:
         """Hand over the distractors (and the current ``lambda``) for the next call only."""
         self._pending = None if distractors is None else (distractors, float(lambda_da))
 
@@ -228,13 +263,13 @@ class DistractorAwareLoss(_Loss):
             torch._assert_async(((target >= 0) & (target < num_classes)).all(), "label out of range")
         return target
 
-    def _margins(self, distractors: DistractorBatch, num_classes: int) -> float | torch.Tensor:
+    def _margins(self, distractors: DistractorBatch | ResponseMapBatch, num_classes: int) -> float | torch.Tensor:
         if not isinstance(self.margin, torch.Tensor):
             return self.margin
         if self.margin.shape[0] != num_classes:
             raise ValueError(f"a {self.margin.shape[0]}-class margin matrix for {num_classes} classes.")
         margin = self._buffer_on("margin", distractors.labels.device)
-        if distractors.terms is not None:
+        if getattr(distractors, "terms", None) is not None:
             return margin[distractors.labels.unsqueeze(1), distractors.terms.distractor_class.clamp_min(0)]
         return margin[distractors.labels, distractors.distractor_class.clamp_min(0)]
 
@@ -254,7 +289,7 @@ class DistractorAwareLoss(_Loss):
         self,
         input: torch.Tensor,
         target: torch.Tensor,
-        distractors: DistractorBatch | None = None,
+        distractors: DistractorBatch | ResponseMapBatch | None = None,
         lambda_da: float = 1.0,
     ) -> torch.Tensor:
         """
@@ -282,6 +317,12 @@ class DistractorAwareLoss(_Loss):
         )
         if distractors is None:
             da = torch.zeros_like(ce)
+        elif isinstance(distractors, ResponseMapBatch):
+            if distractors.batch_size != input.shape[0]:
+                raise ValueError(f"response maps for a batch of {distractors.batch_size}, logits for {input.shape[0]}.")
+            da = response_map_loss(
+                distractors, self._margins(distractors, input.shape[1]), self.p, self.eps, self.reduction
+            ).to(ce.dtype)
         else:
             if distractors.batch_size != input.shape[0]:
                 raise ValueError(f"distractors for a batch of {distractors.batch_size}, logits for {input.shape[0]}.")

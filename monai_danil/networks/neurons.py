@@ -13,11 +13,12 @@ a mined feature must not be randomly masked).
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["NeuronTap", "default_layers", "unwrap_network"]
+__all__ = ["TAP_SOURCES", "NeuronTap", "default_layers", "unwrap_network"]
 
 # (tapped layer, classifier) of the MONAI classification networks, by class name. The tapped
 # layer is the global pooling (or the flatten just after it), never the dropout that may follow.
@@ -40,6 +41,18 @@ _MONAI_DEFAULT_LAYERS: dict[str, tuple[str, str]] = {
 }
 
 
+# the global pooling whose *input* is the last block's activation map (B, D, H, W), by class name:
+# what the tap reads with source="feature_map" (the response-map reading)
+_MONAI_POOLING_LAYERS: dict[str, str] = {
+    "DenseNet": "class_layers.pool",
+    "ResNet": "avgpool",
+    "SENet": "adaptive_avg_pool",
+    "EfficientNet": "_avg_pooling",
+}
+
+TAP_SOURCES = ("features", "feature_map", "input")
+
+
 def unwrap_network(network: nn.Module) -> nn.Module:
     """Return the wrapped module of ``DistributedDataParallel``/``DataParallel``, else ``network``."""
     while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -54,9 +67,14 @@ def default_layers(network: nn.Module) -> tuple[str, str] | None:
         network: a MONAI DenseNet, ResNet, SENet/SEResNet or EfficientNetBN (optionally wrapped
             in DDP/DataParallel).
     """
-    for cls in type(unwrap_network(network)).__mro__:
-        if cls.__name__ in _MONAI_DEFAULT_LAYERS:
-            return _MONAI_DEFAULT_LAYERS[cls.__name__]
+    return _known(unwrap_network(network), _MONAI_DEFAULT_LAYERS)
+
+
+def _known(network: nn.Module, table: dict) -> Any:
+    """The entry of ``table`` for the network's class or its nearest MONAI base class, else ``None``."""
+    for cls in type(network).__mro__:
+        if cls.__name__ in table:
+            return table[cls.__name__]
     return None
 
 
@@ -98,9 +116,15 @@ class NeuronTap:
         classifier: dotted module name of the final ``nn.Linear`` whose weights drive DANIL's
             neuron weighting (``W_y - W_c``). Default ``None``: the known MONAI head, else none
             (then only ``neuron_weighting="none"`` can be used).
+        source: what is read: ``"features"`` (default, the layer's output as ``(B, D)``),
+            ``"feature_map"`` (the *input* of the global pooling, the last block's activations
+            ``(B, D, H, W)``; ``layer`` then names the pooling module, by default the known MONAI one)
+            or ``"input"`` (the network's input, made to require grad by a forward pre-hook while grad
+            is enabled, for gradients with respect to the image).
 
     Raises:
-        ValueError: when ``layer`` is ``None`` for an unknown network, or a name does not exist.
+        ValueError: when ``layer`` is ``None`` for an unknown network, a name does not exist, or the
+            source is unknown.
 
     Example:
         >>> from monai.networks.nets import resnet18
@@ -111,9 +135,22 @@ class NeuronTap:
         torch.Size([2, 512])
     """
 
-    def __init__(self, network: nn.Module, layer: str | None = None, classifier: str | None = None) -> None:
+    def __init__(
+        self, network: nn.Module, layer: str | None = None, classifier: str | None = None, source: str = "features"
+    ) -> None:
+        if source not in TAP_SOURCES:
+            raise ValueError(f"source must be one of {TAP_SOURCES}, got {source!r}.")
+        self.source = source
         module = unwrap_network(network)
+        self._network = module
         defaults = default_layers(module)
+        if layer is None and source == "feature_map":
+            layer = _known(module, _MONAI_POOLING_LAYERS)
+            if layer is None:
+                raise ValueError(
+                    f"no default pooling layer is known for {type(module).__name__}: pass layer='<module name>' "
+                    "(the global pooling whose input is the last block's activations)."
+                )
         if layer is None:
             if defaults is None:
                 raise ValueError(
@@ -146,7 +183,10 @@ class NeuronTap:
     def attach(self) -> NeuronTap:
         """Start reading (idempotent). Returns ``self``."""
         if self._handle is None:
-            self._handle = self._layer_module.register_forward_hook(self._hook)
+            if self.source == "input":
+                self._handle = self._network.register_forward_pre_hook(self._input_hook)
+            else:
+                self._handle = self._layer_module.register_forward_hook(self._hook)
         return self
 
     def detach(self) -> None:
@@ -157,14 +197,25 @@ class NeuronTap:
         self._features = None
 
     def pop(self) -> torch.Tensor | None:
-        """The features of the latest forward pass, once; ``None`` if there was none since."""
+        """What the latest forward pass gave (features, map or input, see ``source``), once; ``None`` if none since."""
         features, self._features = self._features, None
         return features
 
     def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+        if self.source == "feature_map":
+            self._features = args[0]
+            return
         if isinstance(output, (tuple, list)):
             output = output[0]
         self._features = _pooled(output)
+
+    def _input_hook(self, module: nn.Module, args: tuple) -> None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return
+        inputs = args[0]
+        if torch.is_grad_enabled() and inputs.is_floating_point() and not inputs.requires_grad:
+            inputs.requires_grad_(True)  # a leaf from the data loader: only its flag changes
+        self._features = inputs
 
     def __enter__(self) -> NeuronTap:
         return self.attach()
