@@ -427,3 +427,21 @@ def test_cross_validation_command_pools_folds_and_compares_with_random(tmp_path,
     expected = classification_report(np.array(pooled_labels), np.array(pooled_probs), 5)
     for key in METRIC_NAMES:
         assert run[key] == pytest.approx(expected[key], abs=2e-3), key
+
+
+def test_variants_are_named_methods_on_a_base_method(tmp_path, retina_dir):
+    from monai_danil.benchmark.__main__ import _variant
+
+    data = _subset(tmp_path, retina_dir, 8, 4)
+    assert _variant("semi=danil miner#distractor_sample=semi_hard miner#k=2") == (
+        "semi", "danil", ["miner#distractor_sample=semi_hard", "miner#k=2"])
+    variants = {"semi": ("danil", {"miner#distractor_sample": "semi_hard"}), "ce_ls": ("ce", {"loss#label_smoothing": 0.1})}
+    bench = AccuracyBenchmark("retina", data, ["ce", "semi", "ce_ls"], [0], "cpu", tmp_path / "w", variants=variants,
+                              progress=False)
+    assert bench.method_edits["semi"] == {"miner#distractor_sample": "semi_hard"}
+    assert bench.method_edits["ce_ls"] == {**bench.method_edits["ce"], "loss#label_smoothing": 0.1}
+    for bad in ({"ce": ("danil", {})}, {"x": ("nope", {})}, {"x": ("danil", {"minr#k": 2})}):
+        with pytest.raises(ValueError):
+            AccuracyBenchmark("retina", data, ["ce", *bad], [0], "cpu", tmp_path / "w", variants=bad, progress=False)
+    with pytest.raises(ValueError, match="methods"):
+        AccuracyBenchmark("retina", data, ["ce", "semi"], [0], "cpu", tmp_path / "w", progress=False)

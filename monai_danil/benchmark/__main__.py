@@ -41,10 +41,20 @@ def _positive_int(text: str) -> int:
 
 def _method_list(text: str) -> list[str]:
     methods = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown or text!r}; choose from {','.join(METHODS)}")
+    if not methods:
+        raise argparse.ArgumentTypeError(f"no method in {text!r}; choose from {','.join(METHODS)} or a --variant")
     return methods
+
+
+def _variant(text: str) -> tuple[str, str, list[str]]:
+    """``NAME=BASE KEY=VALUE ...`` -> ``(NAME, BASE, ["KEY=VALUE", ...])``."""
+    head, *pairs = text.split()
+    name, sep, base = head.partition("=")
+    if not sep or not name or base not in METHODS:
+        raise argparse.ArgumentTypeError(
+            f"--variant expects 'NAME=BASE KEY=VALUE ...' with BASE one of {','.join(METHODS)}, got {text!r}"
+        )
+    return name, base, pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     accuracy.add_argument("--cv-seed", type=int, default=0, help="seed of the fold split (default 0)")
     accuracy.add_argument(
-        "--methods", type=_method_list, default=["ce", "danil"], help="comma-separated, from ce,danil,random,focal"
+        "--methods", type=_method_list, default=["ce", "danil"],
+        help="comma-separated, from ce,danil,random,focal and the --variant names"
+    )
+    accuracy.add_argument(
+        "--variant", dest="variants", action="append", default=[], type=_variant, metavar="'NAME=BASE KEY=VALUE ...'",
+        help="a named method: BASE's edits plus these overrides (space-separated, values as --set), e.g. "
+        "--variant 'semi_hard=danil miner#distractor_sample=semi_hard'; list NAME in --methods",
     )
     accuracy.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
     accuracy.add_argument("--profile", choices=("cpu", "gpu"), default="cpu", help="settings table (default cpu)")
@@ -215,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bundle=args.bundle_dir,
                     cv=args.cv,
                     cv_seed=args.cv_seed,
+                    variants={name: (base, parse_overrides(pairs)) for name, base, pairs in args.variants},
                 )
             else:
                 benchmark = SpeedBenchmark(

@@ -75,7 +75,7 @@ class AccuracyBenchmark:
     Args:
         task: ``skin``, ``retina`` or ``pathology`` (a folder of ``bundles/``).
         data_dir: the dataset folder (``manifest.csv`` with ``train`` and ``val`` rows).
-        methods: any of ``ce``, ``danil``, ``random``, ``focal``.
+        methods: any of ``ce``, ``danil``, ``random``, ``focal``, and the names of ``variants``.
         seeds: one run per method and seed (and fold); runs of the same seed are paired.
         profile: ``cpu`` or ``gpu`` (see :data:`~monai_danil.benchmark.profiles.PROFILES`).
         work_dir: every file a run writes goes under ``work_dir/<task>-<profile>-<stamp>/``.
@@ -88,6 +88,9 @@ class AccuracyBenchmark:
             select their checkpoint on an inner split of the other folds); ``None`` scores ``val`` or the
             test manifest. Default ``None``.
         cv_seed: seed of the fold split. Default 0.
+        variants: named methods of their own, ``{name: (base method, overrides)}``: the base method's edits
+            plus the overrides, e.g. ``{"semi_hard": ("danil", {"miner#distractor_sample": "semi_hard"})}``,
+            so several settings are compared with the same ``ce`` and ``random`` runs. Default ``None``.
 
     Raises:
         ValueError: for an unknown task, profile or method, no seeds, an override the bundle cannot
@@ -110,19 +113,29 @@ class AccuracyBenchmark:
         progress: bool = True,
         cv: int | None = None,
         cv_seed: int = 0,
+        variants: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
     ) -> None:
+        variants = {name: (base, dict(edits)) for name, (base, edits) in (variants or {}).items()}
         self._init_kwargs = {
             "task": task, "data_dir": data_dir, "methods": list(methods), "seeds": list(seeds), "profile": profile,
             "work_dir": work_dir, "overrides": dict(overrides or {}), "test_manifest": test_manifest,
-            "test_dir": test_dir, "bundle": bundle, "cv": cv, "cv_seed": cv_seed,
+            "test_dir": test_dir, "bundle": bundle, "cv": cv, "cv_seed": cv_seed, "variants": variants,
         }
         if task not in PROFILES:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(PROFILES)}.")
         if profile not in PROFILES[task]:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES[task])}.")
-        unknown = [m for m in methods if m not in METHODS]
+        for name, (base, _) in variants.items():
+            if name in METHODS or base not in METHODS or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(
+                    f"variant {name!r} of {base!r}: a variant needs a new name (letters, digits, _ or -) and a base "
+                    f"method from {', '.join(METHODS)}."
+                )
+        unknown = [m for m in methods if m not in METHODS and m not in variants]
         if unknown or not methods:
-            raise ValueError(f"methods {list(methods)!r}: expected a non-empty list of {', '.join(METHODS)}.")
+            raise ValueError(
+                f"methods {list(methods)!r}: expected a non-empty list of {', '.join([*METHODS, *variants])}."
+            )
         if not seeds:
             raise ValueError("no seeds given; expected at least one, e.g. --seeds 0,1,2.")
         if cv is not None and (cv < 2 or test_manifest is not None):
@@ -160,7 +173,12 @@ class AccuracyBenchmark:
         self.profile_overrides = dict(PROFILES[task][profile])
         self._base = self._parser({**self.profile_overrides, **self.overrides}, check=True)
         self._setting: _Setting | None = None
-        self.method_edits = {m: method_overrides(m, self._base) for m in self.methods}
+        self.variants = variants
+        self.method_edits = {}
+        for method in self.methods:
+            base, edits = variants.get(method, (method, {}))
+            check_overrides(self._base, edits, f"variant {method!r}")
+            self.method_edits[method] = {**method_overrides(base, self._base), **edits}
         self.folds: CrossValidation | None = None
 
     def _parser(self, overrides: Mapping[str, Any], check: bool = False) -> ConfigParser:
@@ -472,6 +490,7 @@ class AccuracyBenchmark:
                 "profile_overrides": self.profile_overrides,
                 "overrides": self.overrides,
                 "method_overrides": self.method_edits,
+                "variants": {name: {"base": base, "overrides": edits} for name, (base, edits) in self.variants.items()},
                 "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
             },
             "cross_validation": self.folds.record() if self.folds is not None else None,
