@@ -422,6 +422,7 @@ def test_cross_validation_command_pools_folds_and_compares_with_random(tmp_path,
         scored = {r["relative_path"] for r in manifest if r["split"] == "test"}
         assert len(scored) == len(assigned) and not seen & scored
         assert {i for i, r in enumerate(manifest) if r["split"] == "val"} == set(cv["inner_val_ids"][fold["fold"]])
+    _check_compare(tmp_path, out, report)
     # the run's metrics are those of the pooled folds, scored as one set (the CSV rounds probabilities to 6
     # digits, which can tie scores of a barely trained network and move AUC in the 4th digit)
     expected = classification_report(np.array(pooled_labels), np.array(pooled_probs), 5)
@@ -445,3 +446,26 @@ def test_variants_are_named_methods_on_a_base_method(tmp_path, retina_dir):
             AccuracyBenchmark("retina", data, ["ce", *bad], [0], "cpu", tmp_path / "w", variants=bad, progress=False)
     with pytest.raises(ValueError, match="methods"):
         AccuracyBenchmark("retina", data, ["ce", "semi"], [0], "cpu", tmp_path / "w", progress=False)
+
+
+def _check_compare(tmp_path: Path, out: Path, report: dict) -> None:
+    """``compare``: the same file twice pairs up as itself; a method configured otherwise is kept apart."""
+    other = json.loads(out.read_text())
+    other["config"]["method_overrides"]["danil"] = {"danil#lambda_max": 0.5}
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps(other))
+    merged_out = tmp_path / "merged.json"
+    result = _cli(["compare", str(out), str(copy), "--out", str(merged_out)], cwd=tmp_path)
+    merged = _strict_json(merged_out)
+    assert set(merged["methods"]) == {"ce", "danil", "random", "danil@copy"}
+    for key in METRIC_NAMES:
+        assert merged["methods"]["danil"]["vs_random"]["mean_diff"][key] == pytest.approx(
+            report["methods"]["danil"]["vs_random"]["mean_diff"][key], abs=1e-4)
+    assert merged["methods"]["danil@copy"]["vs_ce"]["mean_diff"] == pytest.approx(
+        merged["methods"]["danil"]["vs_ce"]["mean_diff"])
+    assert "| danil@copy |" in result.stdout and [s["file"] for s in merged["config"]["sources"]] == ["cv", "copy"]
+    other["cross_validation"]["fold"] = other["cross_validation"]["fold"][::-1]
+    copy.write_text(json.dumps(other))
+    failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(out), str(copy), "--out",
+                             str(tmp_path / "no.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert failed.returncode == 2 and "folds differ" in failed.stderr

@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--bundle-dir", type=Path, help="the bundle to run (default: bundles/<task> of this repo)")
     accuracy.add_argument("--out", type=Path, required=True, help="result JSON")
 
+    compare = commands.add_parser(
+        "compare",
+        help="merge accuracy JSONs made on the same images and folds, and compare all their methods with ce and random",
+        description="Pool the methods of several accuracy results (same task, images and folds) and recompute the "
+        "paired comparisons with ce and random from the predictions they keep; a method configured differently in "
+        "two files is named <method>@<file>.",
+    )
+    compare.add_argument("results", type=Path, nargs="+", help="accuracy result JSONs")
+    compare.add_argument("--out", type=Path, required=True, help="merged result JSON")
+
     speed = commands.add_parser(
         "speed",
         help="images/s of a SupervisedTrainer step with and without DANIL",
@@ -203,6 +213,24 @@ def setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")
 
 
+def _compare(files: Sequence[Path], out: Path, table: IO[str]) -> int:
+    from .accuracy import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, _write_json
+    from .report import accuracy_markdown, merge_reports
+    from .statistics import bootstrap_weights
+
+    reports = []
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"result file not found: {path}")
+        reports.append(json.loads(path.read_text(encoding="utf-8")))
+    weights = bootstrap_weights(int(reports[0]["n_images"]), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+    merged = merge_reports(reports, [p.stem for p in files], weights)
+    _write_json(out, merged)
+    logging.getLogger("monai_danil.benchmark").info("wrote %s", out)
+    table.write(accuracy_markdown(merged))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -217,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("monai_danil.benchmark")
     with _stdout_for_table() as table:
         try:  # user mistakes (bad path, bad override) end in one line; anything later keeps its traceback
+            if args.command == "compare":
+                return _compare(args.results, args.out, table)
             if args.command == "accuracy":
                 benchmark = AccuracyBenchmark(
                     task=args.task,

@@ -19,11 +19,21 @@ from monai_danil.metrics import METRIC_NAMES, classification_report
 
 from .statistics import paired_bootstrap_ci, paired_mean_difference, summarize
 
-__all__ = ["BASELINES", "RunResult", "accuracy_markdown", "compare_methods", "pool_folds", "speed_markdown"]
+__all__ = [
+    "BASELINES",
+    "RunResult",
+    "accuracy_markdown",
+    "compare_methods",
+    "merge_reports",
+    "pool_folds",
+    "speed_markdown",
+]
 
 #: the methods every other method is compared with, when they were run: plain training, and the
 #: control that draws its distractor at random (what the mining must beat)
 BASELINES = ("ce", "random")
+#: decimals of the probabilities kept in the JSON (enough for AUC; a few ties may appear)
+PROB_DIGITS = 5
 
 
 def finite(value: Any) -> float | None:
@@ -72,7 +82,31 @@ class RunResult:
                 best_epoch=self.best_epoch, best_val_score=self.best_val_score, val_curve=self.val_curve,
                 run_dir=self.run_dir,
             )
+        # what merge_reports needs to compare runs of other benchmark files with these
+        entry["predictions"] = {
+            "ids": [int(i) for i in self.ids],
+            "labels": [int(v) for v in self.labels],
+            "probs": [[round(float(p), PROB_DIGITS) for p in row] for row in self.probs],
+        }
         return entry
+
+    @classmethod
+    def from_record(cls, method: str, record: Mapping[str, Any]) -> RunResult:
+        """A run back from its JSON record (for :func:`merge_reports`).
+
+        Raises:
+            ValueError: for a record written before predictions were kept in the JSON.
+        """
+        if "predictions" not in record:
+            raise ValueError(f"the {method!r} seed {record.get('seed')} record has no predictions to compare.")
+        predictions = record["predictions"]
+        return cls(
+            method, int(record["seed"]), {k: record.get(k) for k in METRIC_NAMES}, float(record["seconds"]),
+            float(record.get("predict_seconds", 0.0)), int(record.get("best_epoch", -1)), record.get("best_val_score"),
+            list(record.get("val_curve", [])), str(record.get("run_dir", "")),
+            np.asarray(predictions["labels"], dtype=np.int64), np.asarray(predictions["probs"], dtype=np.float64),
+            np.asarray(predictions["ids"], dtype=np.int64), None, list(record.get("folds", [])),
+        )
 
 
 def pool_folds(results: Sequence[RunResult], k: int, num_classes: int) -> list[RunResult]:
@@ -166,6 +200,77 @@ _HEADERS = {
     "auc": "macro AUC",
     "kappa": "quad. kappa",
 }
+
+
+def _same_setting(first: Mapping[str, Any], other: Mapping[str, Any], name: str) -> None:
+    for key in ("task", "split", "n_images", "selection_metric", "class_names"):
+        if first.get(key) != other.get(key):
+            raise ValueError(f"{name}: {key} is {other.get(key)!r}, the first file's is {first.get(key)!r}.")
+    folds, theirs = first.get("cross_validation"), other.get("cross_validation")
+    if (folds is None) != (theirs is None) or (
+        folds is not None and (folds["ids"], folds["fold"], folds["inner_val_ids"]) !=
+        (theirs["ids"], theirs["fold"], theirs["inner_val_ids"])
+    ):
+        raise ValueError(f"{name}: its folds differ from the first file's; only runs on the same folds pair up.")
+
+
+def _edits(report: Mapping[str, Any], method: str) -> Any:
+    config = report["config"]
+    return (config.get("overrides"), config.get("profile_overrides"), config["method_overrides"].get(method))
+
+
+def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], weights: np.ndarray) -> dict[str, Any]:
+    """One comparison of the methods of several benchmark JSONs made on the same images (and folds).
+
+    A method that appears in several files with the same configuration pools its seeds; one whose
+    configuration differs is renamed ``<method>@<file name>``. Comparisons with ``ce`` and ``random``
+    are recomputed from the kept predictions, pairing runs by seed.
+
+    Args:
+        reports: the parsed JSONs (the first one sets the task, images and folds).
+        names: a short name per report (its file name), for renamed methods.
+        weights: bootstrap counts over the images (see :func:`~monai_danil.benchmark.bootstrap_weights`).
+
+    Raises:
+        ValueError: when the files scored other images or folds, or two runs of one method and seed differ.
+    """
+    first = reports[0]
+    runs: dict[str, dict[int, RunResult]] = {}
+    origin: dict[str, tuple[Mapping[str, Any], str]] = {}
+    for report, name in zip(reports, names):
+        _same_setting(first, report, name)
+        for method, entry in report["methods"].items():
+            label = method
+            if method in origin and _edits(origin[method][0], method) != _edits(report, method):
+                label = f"{method}@{name}"
+            origin.setdefault(label, (report, name))
+            for record in entry["runs"]:
+                result = RunResult.from_record(label, record)
+                known = runs.setdefault(label, {}).get(result.seed)
+                if known is not None and not np.allclose(known.probs, result.probs, atol=10.0 ** -PROB_DIGITS):
+                    raise ValueError(f"{label} seed {result.seed} differs between files although configured alike.")
+                runs[label][result.seed] = result
+    results = [r for by_seed in runs.values() for r in by_seed.values()]
+    methods = list(runs)
+    merged = compare_methods(results, methods, len(first["class_names"]), weights)
+    return {
+        **{k: first[k] for k in ("task", "profile", "split", "selection_metric", "n_images", "class_counts", "class_names")},
+        "complete": all(r.get("complete", False) for r in reports),
+        "cross_validation": first.get("cross_validation"),
+        "config": {
+            "seeds": sorted({r.seed for r in results}),
+            "sources": [
+                {"file": name, "git_sha": r.get("git_sha"), "methods": list(r["methods"]), "config": r["config"]}
+                for r, name in zip(reports, names)
+            ],
+        },
+        "methods": merged,
+        "notes": [
+            f"merged from {', '.join(names)}: runs of the same method and seed are paired across files; a method "
+            "configured differently in two files is named <method>@<file>.",
+            *first.get("notes", [])[1:],
+        ],
+    }
 
 
 def _value(value: float | None, signed: bool = False) -> str:
