@@ -299,7 +299,25 @@ def test_speed_command_on_cpu(tmp_path, retina_dir):
     assert report["peak_gib"]["ce"] > 0 and report["peak_gib"]["danil"] > 0
     assert len(report["repeats"]["ce_img_per_s"]) == 2 and report["config"]["bank_filled"] == 32
     assert report["data"]["images"] == 16 and report["data"]["limit"] in ("data loading", "model")
-    assert result.stdout.startswith("| device | net |") and "| cpu | resnet18 | 16 | 4 | none |" in result.stdout
+    assert result.stdout.startswith("| device | net |") and "| cpu | resnet18 | 16 | 4 | none | feature |" in result.stdout
+
+
+@pytest.mark.parametrize("reading, options", [("response_map", []), ("feature", ["--miner-option", "distractor_sample=soft",
+                                                                             "--miner-option", "k=3"])])
+def test_speed_command_times_the_other_readings_and_miner_options(tmp_path, reading, options):
+    out = tmp_path / "speed.json"
+    result = _cli(
+        ["speed", "--net", "resnet18", "--image-size", "16", "--batch-size", "4", "--iterations", "2", "--repeats", "1",
+         "--warmup", "1", "--bank-size", "16", "--reading", reading, *options, "--out", str(out)],
+        cwd=tmp_path,
+    )
+    report = _strict_json(out)
+    assert report["config"]["reading"] == reading and report["danil_img_per_s"] > 0
+    if reading == "response_map":
+        assert report["config"]["bank_size"] == 0 and report["config"]["bank_filled"] == 0
+    else:
+        assert report["config"]["miner_options"] == {"distractor_sample": "soft", "k": 3}
+        assert report["config"]["bank_filled"] == 16 and "feature (distractor_sample=soft, k=3)" in result.stdout
 
 
 def test_parallel_jobs_give_the_same_runs_as_one_after_the_other(tmp_path, retina_dir):

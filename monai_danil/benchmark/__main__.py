@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=5, help="timed runs per trainer (default 5)")
     speed.add_argument("--warmup", type=int, default=5, help="untimed steps per trainer first (default 5)")
     speed.add_argument("--bank-size", type=int, default=4096, help="DANIL memory bank, filled first (default 4096)")
+    speed.add_argument(
+        "--reading", choices=("feature", "response_map", "input_gradient"), default="feature",
+        help="feature: the memory-bank miner (default); response_map / input_gradient: the second reading",
+    )
+    speed.add_argument(
+        "--miner-option", dest="miner_options", action="append", default=[], metavar="KEY=VALUE",
+        help="DistractorMiner keyword, repeatable, e.g. --miner-option distractor_sample=soft --miner-option k=4",
+    )
     speed.add_argument("--data-dir", type=Path, help="also time one epoch of this dataset's train split from disk")
     speed.add_argument("--task", choices=_TASKS, default="retina", help="bundle whose transforms --data-dir uses")
     speed.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for --data-dir (default 0)")
@@ -279,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     task=args.task,
                     num_workers=args.num_workers,
                     max_images=args.max_images,
+                    reading=args.reading,
+                    miner_options=parse_overrides(args.miner_options),
                 )
         except (ValueError, FileNotFoundError) as err:
             log.error("%s", err)

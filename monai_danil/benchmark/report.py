@@ -321,11 +321,14 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
 def speed_markdown(report: Mapping[str, Any]) -> str:
     """One row per measurement: rates, their ratio, the overhead and the peak memory of each trainer."""
     device = report["device"] + (f" ({report['machine']['gpu']})" if report["machine"].get("gpu") else "")
+    config = report["config"]
+    options = ", ".join(f"{k}={v}" for k, v in config.get("miner_options", {}).items())
+    reading = config.get("reading", "feature") + (f" ({options})" if options else "")
     lines = [
-        "| device | net | px | batch | amp | ce img/s | danil img/s | danil/ce | overhead | paired danil/ce "
+        "| device | net | px | batch | amp | reading | ce img/s | danil img/s | danil/ce | overhead | paired danil/ce "
         "| peak GiB ce / danil |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {device} | {report['net']} | {report['image_size']} | {report['batch_size']} | {report['amp']} | "
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {device} | {report['net']} | {report['image_size']} | {report['batch_size']} | {report['amp']} | {reading} | "
         f"{report['ce_img_per_s']:.1f} | {report['danil_img_per_s']:.1f} | {report['ratio']:.3f} | "
         f"{100 * report['overhead']:.1f}% | {report['paired_ratio_median']:.3f} | "
         f"{report['peak_gib']['ce']:.2f} / {report['peak_gib']['danil']:.2f} |",

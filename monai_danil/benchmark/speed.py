@@ -24,16 +24,18 @@ from monai.engines import SupervisedTrainer
 from monai_danil.data import read_manifest
 from monai_danil.handlers import DistractorMiningHandler
 from monai_danil.losses import DistractorAwareLoss
-from monai_danil.mining import DistractorMiner
+from monai_danil.mining import RESPONSE_READINGS, DistractorMiner, ResponseMapMiner
 from monai_danil.networks import create_network
 
 from .environment import code_state, environment
 
-__all__ = ["AMP_MODES", "SpeedBenchmark"]
+__all__ = ["AMP_MODES", "READINGS", "SpeedBenchmark"]
 
 logger = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "bf16", "fp16")
+#: ``feature``: the memory-bank miner (DistractorMiner); the others: the response-map miner's readings
+READINGS = ("feature", *RESPONSE_READINGS)
 _GIB = 1024.0**3
 
 
@@ -109,9 +111,14 @@ class SpeedBenchmark:
         num_workers: DataLoader workers for ``data_dir``. Default 0.
         max_images: read at most this many ``data_dir`` images (``None``: the whole split).
         progress: a tqdm bar on stderr. Default ``True``.
+        reading: ``"feature"`` (the memory-bank miner), ``"response_map"`` or ``"input_gradient"`` (the
+            second reading, :class:`~monai_danil.mining.ResponseMapMiner`, no bank). Default ``"feature"``.
+        miner_options: keyword arguments of ``DistractorMiner`` (``reading="feature"``), e.g.
+            ``{"distractor_sample": "soft", "k": 4}``. Default ``None``.
 
     Raises:
-        ValueError: for an unknown ``amp`` mode or non-positive sizes.
+        ValueError: for an unknown ``amp`` mode or reading, non-positive sizes, or miner options with
+            another reading.
     """
 
     def __init__(
@@ -131,7 +138,14 @@ class SpeedBenchmark:
         num_workers: int = 0,
         max_images: int | None = None,
         progress: bool = True,
+        reading: str = "feature",
+        miner_options: dict[str, Any] | None = None,
     ) -> None:
+        if reading not in READINGS:
+            raise ValueError(f"unknown reading {reading!r}; expected one of {', '.join(READINGS)}.")
+        if miner_options and reading != "feature":
+            raise ValueError(f"miner options {miner_options} are DistractorMiner's; reading {reading!r} takes none.")
+        self.reading, self.miner_options = reading, dict(miner_options or {})
         if amp not in AMP_MODES:
             raise ValueError(f"unknown amp mode {amp!r}; expected one of {', '.join(AMP_MODES)}.")
         if min(image_size, batch_size, iterations, repeats) < 1 or warmup < 0 or bank_size < 0:
@@ -202,7 +216,10 @@ class SpeedBenchmark:
         network = create_network(self.net, self.num_classes).to(self.device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=1e-4)
         loss = DistractorAwareLoss()
-        miner = DistractorMiner(bank_size=self.bank_size)
+        if self.reading == "feature":
+            miner: DistractorMiner | ResponseMapMiner = DistractorMiner(bank_size=self.bank_size, **self.miner_options)
+        else:
+            miner = ResponseMapMiner(self.reading)
         handler = DistractorMiningHandler(network, loss, miner, lambda_max=0.5, warmup_epochs=0)
         shape = (self.batch_size, 3, self.image_size, self.image_size)
         pool = [
@@ -263,8 +280,10 @@ class SpeedBenchmark:
                 "iterations": self.iterations,
                 "repeats": self.repeats,
                 "warmup": self.warmup,
-                "bank_size": self.bank_size,
-                "bank_filled": miner.bank.count,
+                "reading": self.reading,
+                "miner_options": self.miner_options,
+                "bank_size": miner.bank_size,
+                "bank_filled": miner.bank.count if isinstance(miner, DistractorMiner) else 0,
                 "lambda": 0.5,
                 "optimizer": "AdamW(lr=1e-3, weight_decay=1e-4)",
             },
@@ -277,9 +296,9 @@ class SpeedBenchmark:
             data["limit"] = "data loading" if data["loader_img_per_s"] < danil_rate else "model"
         return result
 
-    def _fill_bank(self, handler: DistractorMiningHandler, miner: DistractorMiner) -> None:
+    def _fill_bank(self, handler: DistractorMiningHandler, miner: DistractorMiner | ResponseMapMiner) -> None:
         """Fills the memory bank to capacity, so every timed step mines over all of it."""
-        if self.bank_size == 0 or handler.last_batch is None:
+        if not isinstance(miner, DistractorMiner) or miner.bank_size == 0 or handler.last_batch is None:
             return
         dim = handler.last_batch.features.shape[1]
         features = torch.rand(self.bank_size, dim, device=self.device)
