@@ -31,8 +31,8 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
-
 import monai_danil
+
 from lib.bundles import TASKS
 from lib.configs import DanilBundle
 from lib.datastore import ClassLabelDatastore
@@ -51,6 +51,11 @@ class DanilApp(MONAILabelApp):
 
     Raises:
         ValueError: when ``models`` names a task that is not one of skin, retina, pathology.
+
+    Example:
+        >>> app = DanilApp("label_app", "studies/skin", {"models": "skin"})  # doctest: +SKIP
+        >>> app.infer({"model": "skin", "image": "ISIC_0024306"})["params"]["prediction"][4]  # doctest: +SKIP
+        {'idx': 4, 'label': 'mel', 'score': 0.12...}
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:

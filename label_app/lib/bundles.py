@@ -24,7 +24,7 @@ __all__ = ["TASKS", "prepare_bundle", "is_trained", "label_aliases"]
 logger = logging.getLogger(__name__)
 
 TASKS = ("skin", "retina", "pathology")
-SEED_WEIGHTS_SEED = 0
+UNTRAINED_SEED = 0
 
 
 def _replace_if_changed(source: Path, target: Path) -> None:
@@ -68,13 +68,13 @@ def prepare_bundle(source: str | os.PathLike[str], target: str | os.PathLike[str
         parser.read_config(str(target / "configs" / "inference.json"))
         parser["bundle_root"] = str(target)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED_WEIGHTS_SEED)
+            torch.manual_seed(UNTRAINED_SEED)
             network = parser.get_parsed_content("network_def", instantiate=True)
         model.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=model.parent, prefix=".model.pt.", delete=False) as handle:
             torch.save(network.state_dict(), handle)
         os.replace(handle.name, model)
-        logger.info(f"{target}: seeded models/model.pt with the untrained network (seed {SEED_WEIGHTS_SEED})")
+        logger.info(f"{target}: seeded models/model.pt with the untrained network (seed {UNTRAINED_SEED})")
     return str(target)
 
 

@@ -23,6 +23,12 @@ class DanilBundle(TaskConfig):
     ``init`` takes, beside MONAI Label's arguments, ``bundle_source``: the repository's
     ``bundles/<name>``; the working copy is ``<model_dir>/<name>``. After ``init``, ``labels`` holds
     the class names (index = class number) and ``label_aliases`` the bundle's extra spellings.
+
+    Example:
+        >>> config = DanilBundle()
+        >>> config.init("skin", "studies/skin/model", {}, None, bundle_source="bundles/skin")  # doctest: +SKIP
+        >>> config.labels  # doctest: +SKIP
+        ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc']
     """
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:

@@ -68,8 +68,8 @@ class ClassLabelDatastore(LocalDatastore):
         if image_id not in self._datastore.objects:
             raise HTTPException(
                 status_code=404,
-                detail=f"no image {image_id!r} in the datastore {self._datastore_path}; upload it first "
-                "(PUT /datastore/image) or list the ids with GET /datastore/?output=all.",
+                detail=f"no image {image_id!r} in the datastore {self._datastore_path}; the ids are listed by "
+                "GET /datastore/?output=all.",
             )
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
