@@ -1,0 +1,1 @@
+"""The MONAI Label app's parts: task config, infer and train tasks, datastore, class labels."""
