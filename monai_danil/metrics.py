@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,6 @@ import torch
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import convert_to_tensor
-from collections.abc import Sequence
-
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,

@@ -13,7 +13,8 @@ TorchScript export.
 
 The three READMEs list the same commands but for the bundle's name (checked below). Every command
 runs for retina; for skin and pathology the commands whose configs differ between bundles run
-(training, evaluation, inference on a folder, export from the root). The others are the same text
+(training, evaluation, inference on a folder; export from the root for skin, whose ``network_def``
+is not retina's, as pathology's is, checked below). The others are the same text
 on overlays that are the same file (``multi_gpu_evaluate.json`` in all three, ``multi_gpu_train.json``
 in retina and pathology; skin's differs only in its sampler, built by the last test under a real
 gloo group). The inference command on a labelled manifest (``--dataset_dir DIR``) is run as
@@ -39,7 +40,6 @@ import numpy as np
 import pytest
 import torch
 from bundle_helpers import BUNDLES, class_names, copy_bundle, parse_config, plain_network
-from monai.bundle import ConfigParser
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -223,6 +223,8 @@ def test_every_readme_names_the_model_zoo_commands_and_the_same_ones():
                                "    python -m monai.bundle run --config_file bundles/retina/configs/inference.json"))]
     assert len(top) == 2 and all([line] in retina.values() for line in top)  # the repository README shows the same
     configs = {t: BUNDLES / t / "configs" for t in TASKS}
+    network_def = {t: json.loads((configs[t] / "inference.json").read_text())["network_def"] for t in TASKS}
+    assert network_def["pathology"] == network_def["retina"] != network_def["skin"]
     for task in TASKS:
         assert (configs[task] / "multi_gpu_evaluate.json").read_text() == (configs["retina"] / "multi_gpu_evaluate.json").read_text()
     assert (configs["pathology"] / "multi_gpu_train.json").read_text() == (configs["retina"] / "multi_gpu_train.json").read_text()
@@ -337,6 +339,7 @@ def _image_folder_names(folder: Path) -> list[str]:
     )
 
 
+@pytest.mark.parametrize("workspace", ["retina", "skin"], indirect=True)  # pathology's network_def is retina's
 def test_export_from_the_root_and_inside_the_bundle_gives_the_checkpoint_outputs(workspace):
     space = workspace.copy("export")
     names = class_names(space.bundle)
