@@ -394,6 +394,7 @@ def test_two_gloo_processes_train_and_mine_the_global_batch(workspace, tmp_path)
     line = space.commands["multi_gpu_train"][0].replace("multi_gpu_train.json']", "multi_gpu_train.json','bank_probe.json']")
     space.commands = {**space.commands, "multi_gpu_train": [line]}
     log = space.run("multi_gpu_train", *extra, env={"BANK_PROBE": str(tmp_path)})
+    assert "danil_distance: " in log and "danil_from_bank: " in log  # the handler mined through the DDP wrapper
     assert {p.name for p in (space.bundle / "models").iterdir()} == {"0"}  # rank 1 wrote no checkpoint
     assert {"model.pt", "checkpoint.pt"} <= {p.name for p in (space.bundle / "models" / "0").iterdir()}
     assert {p.name for p in (space.bundle / "logs").iterdir()} == {"0"}  # nor event files
@@ -415,6 +416,26 @@ def test_two_gloo_processes_train_and_mine_the_global_batch(workspace, tmp_path)
     ids = set(banks[0]["ids"][: banks[0]["count"]].tolist())
     assert ids & shards[0] and ids & shards[1]  # every rank's bank holds both ranks' samples
     assert torch.equal(checkpoint["danil"]["miner"]["bank"]["ids"], banks[0]["ids"])
+
+
+def test_evaluate_and_inference_read_another_manifest(tmp_path, data_root):
+    """``--manifest CSV`` and ``--split`` of evaluate.json, and inference on a manifest without labels (parsed)."""
+    source = data_root / "pathology"
+    rows = [r for r in csv.DictReader(open(source / "manifest.csv")) if r["split"] == "val"][:3]
+    labelled = tmp_path / "scored.csv"
+    labelled.write_text("relative_path,label\n" + "".join(f"{source / r['relative_path']},{r['label']}\n" for r in rows))
+    parser = parse_config(BUNDLES / "pathology", "train.json", ("evaluate.json",), dataset_dir=str(source),
+                          manifest=str(labelled))
+    assert parser.get_parsed_content("split") is None  # no split column: every row is scored
+    data = parser.get_parsed_content("validate#dataset#data")
+    assert [(d["relative_path"], d["label"]) for d in data] == [(str(source / r["relative_path"]), int(r["label"])) for r in rows]
+    parser = parse_config(BUNDLES / "pathology", "train.json", ("evaluate.json",), dataset_dir=str(source), split="train")
+    assert len(parser.get_parsed_content("validate#dataset#data")) == 681
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("relative_path\n" + "".join(f"{source / r['relative_path']}\n" for r in rows))
+    parser = parse_config(BUNDLES / "pathology", "inference.json", dataset_dir=str(unlabelled))
+    assert [d["relative_path"] for d in parser.get_parsed_content("datalist")] == [str(source / r["relative_path"]) for r in rows]
+    assert all("label" not in d for d in parser.get_parsed_content("datalist"))
 
 
 def _free_port() -> int:
