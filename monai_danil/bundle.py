@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_root", "class_names"]
+__all__ = ["bundle_root", "class_names", "flag"]
 
 META_FILE = os.path.join("configs", "metadata.json")
 
@@ -100,3 +100,37 @@ def class_names(meta: Mapping[str, Any] | None, root: str | os.PathLike | None =
             "defined there."
         )
     return _channel_names(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def flag(value: bool | int | str, name: str = "value") -> bool:
+    """A yes/no bundle option as a ``bool``, however the command line spelt it.
+
+    ``python -m monai.bundle run ... --save_gradcam true`` passes the string ``"true"`` (``fire`` reads
+    only ``True`` as a boolean), and ``not "false"`` is ``False`` in Python: a config must not test
+    such a value directly. This accepts booleans, 0 and 1, and the strings true/false, 1/0, yes/no,
+    on/off in any case.
+
+    Args:
+        value: the option's value.
+        name: the option's name, for the error message. Default ``"value"``.
+
+    Returns:
+        The option as a ``bool``.
+
+    Raises:
+        ValueError: for anything else, naming the option and the value.
+
+    Example:
+        >>> flag("true"), flag(False), flag("OFF")
+        (True, False, False)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}.")

@@ -4,7 +4,8 @@
 over an epoch and computes one of accuracy, balanced accuracy, macro-F1, macro one-vs-rest ROC AUC or
 quadratic-weighted Cohen kappa with scikit-learn in ``aggregate()``. ``ClassificationMetricHandler`` is
 the ignite adapter for evaluators and bundles, and ``classification_report`` computes all five at once
-for benchmarks that write JSON.
+for benchmarks that write JSON; ``evaluation_report`` adds per-class precision, recall and AUC and the
+confusion matrix, by class name, for a bundle's ``eval/metrics.json``.
 
 NaN policy:
     accuracy, balanced accuracy and macro-F1 are defined for any non-empty set of samples. Kappa is
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,13 +28,22 @@ import torch
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import convert_to_tensor
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 __all__ = [
     "METRIC_NAMES",
     "ClassificationMetric",
     "ClassificationMetricHandler",
     "classification_report",
+    "evaluation_report",
     "nan_safe",
 ]
 
@@ -168,6 +178,69 @@ def classification_report(y_true: Any, y_prob: Any, num_classes: int) -> dict[st
     _check_num_classes(num_classes)
     labels, scores = _as_arrays(y_true, y_prob, num_classes)
     return {name: _compute(name, labels, scores, num_classes) for name in METRIC_NAMES}
+
+
+def _defined(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def evaluation_report(y_true: Any, y_prob: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """Everything a bundle's ``eval/metrics.json`` reports about a set of predictions, by class name.
+
+    All values come from scikit-learn on the same arrays: the five metrics of
+    :func:`classification_report`, per class precision, recall (``precision_recall_fscore_support``)
+    and one-vs-rest ROC AUC (``roc_auc_score``), and the confusion matrix (``confusion_matrix``, rows
+    = true class, columns = predicted class, in ``class_names`` order). A value that is undefined is
+    ``None``: precision of a class never predicted, recall of a class absent from the labels, AUC of a
+    class that is all or none of the labels, and kappa and macro AUC as in ``classification_report``.
+
+    Args:
+        y_true: labels as class indices (N,) or (N, 1), or one-hot (N, C).
+        y_prob: class probabilities (N, C); the predicted class is the row's argmax.
+        class_names: the C class names, index = class number.
+
+    Returns:
+        ``{"num_images", "metrics": {accuracy, balanced_accuracy, macro_f1, auc, kappa}, "per_class":
+        {name: {"precision", "recall", "auc", "support"}}, "confusion_matrix": {"classes", "rows",
+        "columns", "matrix"}}``.
+
+    Raises:
+        ValueError: as :func:`classification_report`, or when ``class_names`` does not have C names.
+
+    Example:
+        >>> report = evaluation_report([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], ["benign", "malignant"])
+        >>> report["per_class"]["malignant"]["recall"], report["confusion_matrix"]["matrix"]
+        (0.5, [[1, 0], [1, 1]])
+    """
+    names = [str(name) for name in class_names]
+    num_classes = _check_num_classes(len(names))
+    labels, scores = _as_arrays(y_true, y_prob, num_classes)
+    predicted = scores.argmax(axis=1)
+    classes = list(range(num_classes))
+    precision, recall, _, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=np.nan
+    )
+    per_class = {}
+    for c, name in enumerate(names):
+        positives = int(np.count_nonzero(labels == c))
+        auc = float(roc_auc_score(labels == c, scores[:, c])) if 0 < positives < len(labels) else None
+        per_class[name] = {
+            "precision": _defined(precision[c]),
+            "recall": _defined(recall[c]),
+            "auc": auc,
+            "support": int(support[c]),
+        }
+    return {
+        "num_images": int(len(labels)),
+        "metrics": {name: _compute(name, labels, scores, num_classes) for name in METRIC_NAMES},
+        "per_class": per_class,
+        "confusion_matrix": {
+            "classes": names,
+            "rows": "true class",
+            "columns": "predicted class",
+            "matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        },
+    }
 
 
 def nan_safe(value: float | None, fallback: float = -math.inf) -> float:

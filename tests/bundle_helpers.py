@@ -89,9 +89,19 @@ def plain_network(bundle: Path, model_file: Path, num_classes: int) -> torch.nn.
 
 
 def read_predictions(csv_file: Path) -> list[list[str]]:
-    """The rows of a ``ClassificationSaver`` CSV: image path, then one probability per class."""
+    """The rows of an inference ``predictions.csv``: image, then one probability per class.
+
+    The file's header is ``image,prediction,<class names>``; its ``prediction`` column is checked to
+    name the class of the highest probability and left out of the rows returned.
+    """
     with open(csv_file, newline="") as handle:
-        return list(csv.reader(handle))
+        header, *rows = list(csv.reader(handle))
+    assert header[:2] == ["image", "prediction"], header
+    classes = header[2:]
+    for row in rows:
+        probabilities = [float(p) for p in row[2:]]
+        assert row[1] == classes[probabilities.index(max(probabilities))], row
+    return [[row[0], *row[2:]] for row in rows]
 
 
 def read_events(log_dir: Path):

@@ -1,6 +1,8 @@
 """Data: dataset manifests, converters from public dataset layouts, and a SYNTHETIC demo set.
 
-``read_manifest`` turns a ``manifest.csv`` (``relative_path,label,split``) into a MONAI datalist;
+``read_manifest`` turns a ``manifest.csv`` (``relative_path,label,split``) into a MONAI datalist
+and ``image_datalist`` a folder of images or a manifest without labels into one for inference
+(``IMAGE_EXTENSIONS`` lists the image files looked for);
 the converters (also ``python -m monai_danil.data --help``) write such manifests from the layouts
 HAM10000, ISIC 2018, APTOS 2019, MedMNIST and class-per-folder trees ship in;
 ``make_synthetic_retina`` writes a SYNTHETIC (not medical) demo set for machines without data.
@@ -18,10 +20,13 @@ from .converters import (
     convert_isic2018,
     convert_medmnist,
 )
+from .images import IMAGE_EXTENSIONS, find_images, image_datalist
 from .manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
     atomic_output_dir,
+    evaluation_split,
+    manifest_columns,
     read_manifest,
     to_class_index,
     write_manifest,
@@ -32,6 +37,7 @@ from .synthetic import draw_synthetic_fundus, make_synthetic_retina
 __all__ = [
     "APTOS2019_GRADES",
     "HAM10000_CLASSES",
+    "IMAGE_EXTENSIONS",
     "ISIC2018_COLUMNS",
     "MANIFEST_COLUMNS",
     "MANIFEST_NAME",
@@ -42,7 +48,11 @@ __all__ = [
     "convert_isic2018",
     "convert_medmnist",
     "draw_synthetic_fundus",
+    "evaluation_split",
+    "find_images",
+    "image_datalist",
     "make_synthetic_retina",
+    "manifest_columns",
     "read_manifest",
     "stratified_split",
     "to_class_index",

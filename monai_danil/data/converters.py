@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .images import IMAGE_EXTENSIONS
 from .manifest import MANIFEST_NAME, _check_output_free, atomic_output_dir, to_class_index, write_manifest
 from .splits import stratified_split
 
@@ -50,7 +51,7 @@ ISIC2018_COLUMNS = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "B
 APTOS2019_GRADES = ("no DR", "mild", "moderate", "severe", "proliferative DR")
 
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
-_FOLDER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+_FOLDER_SUFFIXES = IMAGE_EXTENSIONS
 _MEDMNIST_SPLITS = ("train", "val", "test")
 
 PathLike = str | os.PathLike[str]

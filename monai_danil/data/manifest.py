@@ -20,6 +20,8 @@ from pathlib import Path
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_COLUMNS",
+    "evaluation_split",
+    "manifest_columns",
     "read_manifest",
     "to_class_index",
     "write_manifest",
@@ -153,6 +155,8 @@ def read_manifest(
     label_aliases: Mapping[str, str | int] | None = None,
     check_files: bool = True,
     image_dir: str | os.PathLike[str] | None = None,
+    label_required: bool = True,
+    columns: Sequence[str] = (),
 ) -> list[dict]:
     """Read a dataset manifest into a MONAI datalist.
 
@@ -168,16 +172,21 @@ def read_manifest(
         check_files: check that every returned image exists. Default ``True``.
         image_dir: the folder relative paths are resolved against, when the images are not beside
             the manifest (a test list kept elsewhere). Default ``None``: the manifest's folder.
+        label_required: whether the manifest must have a ``label`` column. Default ``True``;
+            ``False`` (inference) accepts a manifest without one, whose items then have no ``"label"``.
+        columns: manifest columns copied as they are (stripped strings) into every item under their
+            own names, e.g. ``("relative_path",)`` to keep the path as listed. Default ``()``.
 
     Returns:
         One dict per kept row, in file order: ``{"image": absolute path (str), "label": class
-        number (int), "id": 0-based data row index in the manifest (int)}``. Every row's label is
-        checked, also rows of other splits, so a typo anywhere in the file surfaces.
+        number (int), "id": 0-based data row index in the manifest (int)}`` and the ``columns``.
+        Every row's label is checked, also rows of other splits, so a typo anywhere in the file
+        surfaces.
 
     Raises:
         FileNotFoundError: when the manifest is missing, or (``check_files``) an image is missing;
             the message names the manifest row and the path.
-        ValueError: when a required column is missing, ``split`` is given but the manifest has no
+        ValueError: when a required column or one of ``columns`` is missing, ``split`` is given but the manifest has no
             ``split`` column, a label is unknown (the message names the file, the line number as
             shown in an editor, header = line 1, the value and the valid labels), a path is empty,
             or no row is left.
@@ -196,7 +205,9 @@ def read_manifest(
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = header
-        missing = [c for c in ("relative_path", "label") if c not in header]
+        has_label = "label" in header
+        required = ("relative_path", "label") if label_required else ("relative_path",)
+        missing = [c for c in (*required, *columns) if c not in header]
         if missing:
             raise ValueError(
                 f"{manifest}: missing column(s) {', '.join(missing)}; found header {header}, "
@@ -209,11 +220,12 @@ def read_manifest(
             )
         for index, row in enumerate(reader):
             line = reader.line_num
-            raw_label = (row.get("label") or "").strip()
-            try:
-                label = label_map(raw_label)
-            except ValueError as err:
-                raise ValueError(f"{manifest}, line {line}: {err}") from None
+            label = None
+            if has_label:
+                try:
+                    label = label_map((row.get("label") or "").strip())
+                except ValueError as err:
+                    raise ValueError(f"{manifest}, line {line}: {err}") from None
             row_split = (row.get("split") or "").strip()
             splits_seen[row_split] = splits_seen.get(row_split, 0) + 1
             if split is not None and row_split != split:
@@ -227,13 +239,68 @@ def read_manifest(
                 raise FileNotFoundError(
                     f"{manifest}, line {line}: image not found: {image} (relative_path {relative!r}{under})."
                 )
-            datalist.append({"image": image, "label": label, "id": index})
+            item = {"image": image, "label": label, "id": index} if has_label else {"image": image, "id": index}
+            item.update({column: (row.get(column) or "").strip() for column in columns})
+            datalist.append(item)
     if not datalist:
         if split is None:
             raise ValueError(f"{manifest}: no data rows; expected at least one row after the header.")
         found = ", ".join(f"{s!r}: {n}" for s, n in sorted(splits_seen.items())) or "none"
         raise ValueError(f"{manifest}: no rows with split {split!r}; rows per split found: {found}.")
     return datalist
+
+
+def manifest_columns(dataset_dir: str | os.PathLike[str]) -> list[str]:
+    """The column names of a manifest's header, stripped.
+
+    Args:
+        dataset_dir: the folder holding ``manifest.csv``, or a manifest CSV file.
+
+    Raises:
+        FileNotFoundError: when the manifest is missing.
+
+    Example:
+        >>> manifest_columns("../shared/data/retina")  # doctest: +SKIP
+        ['relative_path', 'label', 'split']
+    """
+    with open(_manifest_path(dataset_dir), newline="", encoding="utf-8-sig") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def evaluation_split(dataset_dir: str | os.PathLike[str], preferred: Sequence[str] = ("test", "val")) -> str | None:
+    """The split of a manifest to score a trained model on: the first of ``preferred`` it has.
+
+    Args:
+        dataset_dir: the folder holding ``manifest.csv``, or a manifest CSV file.
+        preferred: split names in order of preference. Default ``("test", "val")``.
+
+    Returns:
+        The first split of ``preferred`` with at least one row, or ``None`` when the manifest has no
+        ``split`` column (every row is scored).
+
+    Raises:
+        FileNotFoundError: when the manifest is missing.
+        ValueError: when the manifest has a ``split`` column but none of ``preferred`` (the message
+            lists the splits found).
+
+    Example:
+        >>> evaluation_split("../shared/data/retina")  # doctest: +SKIP
+        'val'
+    """
+    manifest = _manifest_path(dataset_dir)
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        if "split" not in reader.fieldnames:
+            return None
+        found = {(row.get("split") or "").strip() for row in reader}
+    for split in preferred:
+        if split in found:
+            return split
+    raise ValueError(
+        f"{manifest}: no rows of split {' or '.join(map(repr, preferred))} to score; splits found: "
+        f"{sorted(found)}. Name the split to score (--split NAME)."
+    )
 
 
 def write_manifest(
