@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.data.utils import set_rnd
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -21,14 +22,14 @@ else:
 __all__ = ["EpochSeedHandler", "epoch_seed"]
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed mixed from ``(seed, epoch)`` by numpy's ``SeedSequence`` (nearby pairs give unrelated streams).
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A 32-bit seed mixed from ``(seed, epoch, rank)`` by numpy's ``SeedSequence`` (nearby values give unrelated streams).
 
     Example:
         >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
         True
     """
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
 
 
 class EpochSeedHandler:
@@ -48,8 +49,10 @@ class EpochSeedHandler:
       workers' copies from the torch seed set here).
 
     ignite creates an epoch's data iterator after ``EPOCH_STARTED``, so the order of every epoch is a
-    function of ``(seed, epoch)`` alone, in a resumed run as in an uninterrupted one.
-    ``DistributedSampler`` keeps its own ``(seed, epoch)`` order (MONAI calls its ``set_epoch``).
+    function of ``(seed, epoch)`` alone, in a resumed run as in an uninterrupted one. Under
+    ``torch.distributed`` the rank is mixed in too, so that ranks do not draw the same augmentations
+    for their different samples; ``DistributedSampler`` keeps its own ``(seed, epoch)`` order (MONAI
+    calls its ``set_epoch``).
 
     Args:
         seed: the run's seed (the bundle's ``seed``); ``None`` leaves the random streams alone.
@@ -74,7 +77,8 @@ class EpochSeedHandler:
     def __call__(self, engine: Engine) -> None:
         if self.seed is None:
             return
-        seed = epoch_seed(self.seed, engine.state.epoch)
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        seed = epoch_seed(self.seed, engine.state.epoch, rank)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
