@@ -159,10 +159,10 @@ class MemoryBank:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the restored tensors are used as they are, not reallocated.
+        """Restore from :meth:`state_dict`; the restored tensors are kept, never reallocated at a later step.
 
         A state without ``valid`` (saved before the bank marked invalid rows) counts every finite row
-        as valid; a non-finite row is zeroed and marked invalid either way.
+        as valid; a non-finite row is zeroed and marked invalid either way (the one copy made here).
 
         Raises:
             ValueError: when the saved bank has another size.
