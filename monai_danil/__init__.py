@@ -7,7 +7,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bundle", "data", "handlers", "losses", "metrics", "mining", "networks", "predict", "transforms")
+_SUBMODULES = ("bundle", "data", "handlers", "losses", "metrics", "mining", "networks", "optimizers", "predict", "transforms")
 
 __all__ = ["__version__", *_SUBMODULES]
 

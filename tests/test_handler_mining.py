@@ -126,3 +126,53 @@ def test_attach_twice_registers_once_and_bad_setup_is_clear():
         DistractorMiningHandler(create_network("resnet18", 2), torch.nn.CrossEntropyLoss())
     with pytest.raises(ValueError, match="lambda_max"):
         DistractorMiningHandler(create_network("resnet18", 2), DistractorAwareLoss(), lambda_max=-1)
+
+
+def test_a_step_that_amp_skips_leaves_no_candidate_in_the_bank():
+    """A forced non-finite loss under AMP on the CPU: GradScaler skips the step, and its batch never mines."""
+    from ignite.engine import Events
+
+    torch.manual_seed(0)
+    net = create_network("resnet18", 3)
+    loss = RecordingLoss(margin=1.2)
+    handler = DistractorMiningHandler(net, loss, DistractorMiner(bank_size=16))
+    poisoned = 3
+
+    def loss_function(pred, label):
+        value = loss(pred, label)
+        return value * float("inf") if trainer.state.iteration == poisoned else value
+
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=_loader(), network=net,
+        optimizer=torch.optim.Adam(net.parameters(), 1e-3), loss_function=loss_function, amp=True,
+        train_handlers=[handler],
+    )
+    seen: dict[int, dict] = {}
+
+    @trainer.on(Events.STARTED)
+    def _cpu_scaler(engine):
+        # Trainer.run builds a CUDA GradScaler for amp=True, which disables itself without CUDA; the CPU one is real
+        engine.scaler = torch.amp.GradScaler("cpu")
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _before(engine):
+        seen[engine.state.iteration] = {
+            "weights": [p.detach().clone() for p in net.parameters()], "ids": engine.state.batch["id"].tolist()
+        }
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _after(engine):
+        record = seen[engine.state.iteration]
+        record["loss"] = engine.state.output[0]["loss"]  # decollated: one dict per sample
+        record["stepped"] = any(not torch.equal(a, b) for a, b in zip(record["weights"], net.parameters()))
+        record["mask"] = handler.miner.bank.entry_mask().tolist()
+
+    trainer.run()
+    assert trainer.state.iteration == 4
+    assert not seen[poisoned]["stepped"] and seen[poisoned - 1]["stepped"]  # the GradScaler skipped that step
+    assert trainer.scaler.get_scale() < 65536.0  # and lowered its scale, as on a GPU
+    assert seen[poisoned]["mask"] == [False] * 8 + [True] * 8  # iteration 3 took slots 0-7 (the ring), all invalid
+    # the next step mines: none of the skipped batch's images is a distractor, its loss is finite
+    last_ids = loss.seen[poisoned][2].tolist()
+    assert not set(last_ids) & set(seen[poisoned]["ids"]) and all(i >= 0 for i in last_ids)
+    assert seen[poisoned]["loss"] == float("inf") and torch.isfinite(torch.tensor(seen[poisoned + 1]["loss"]))

@@ -295,3 +295,130 @@ def test_no_candidate_gives_a_zero_loss_with_a_valid_graph(options):
     assert loss.last_components["da"].item() == 0.0
     total.backward()
     assert torch.isfinite(logits.grad).all()
+def _bank_with_rows(features: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> DistractorMiner:
+    miner = DistractorMiner(bank_size=32)
+    miner.update(features, labels, ids)
+    return miner
+
+
+def test_a_nan_row_in_the_bank_is_never_chosen_and_the_loss_stays_finite():
+    """The reviewer's case: one NaN row in the bank, 8 anchors; before the fix 3 anchors took it."""
+    from monai_danil.losses import DistractorAwareLoss
+
+    g = torch.Generator().manual_seed(0)
+    num_classes, dim = 3, 16
+    bank_f = torch.rand(12, dim, generator=g)
+    bank_y, bank_ids = torch.arange(12) % num_classes, torch.arange(100, 112)
+    poisoned = bank_f.clone()
+    poisoned[5] = float("nan")  # id 105, class 2
+    miner = _bank_with_rows(poisoned, bank_y, bank_ids)
+    assert miner.bank.entry_mask().tolist() == [i != 5 for i in range(12)]
+    assert torch.isfinite(miner.bank.features).all()  # stored as zeros, not NaN
+    keep = torch.arange(12) != 5
+    clean = _bank_with_rows(bank_f[keep], bank_y[keep], bank_ids[keep])
+    f = torch.rand(8, dim, generator=g, requires_grad=True)
+    y = torch.arange(8) % num_classes
+    logits = torch.randn(8, num_classes, generator=g)
+    weight = torch.randn(num_classes, dim, generator=g)
+    batch = miner.mine(f, logits, y, classifier_weight=weight, ids=torch.arange(8))
+    expected = clean.mine(f, logits, y, classifier_weight=weight, ids=torch.arange(8))
+    assert (batch.distractor_class == 2).sum() >= 2  # anchors that would have taken the NaN row
+    assert 105 not in batch.distractor_id.tolist()
+    assert torch.equal(batch.distractor_id, expected.distractor_id)  # as if the row had never been there
+    assert torch.allclose(batch.similarity, expected.similarity, atol=1e-6)  # one bank column fewer: rounding
+    loss = DistractorAwareLoss(margin=1.5)(logits.requires_grad_(), y, distractors=batch, lambda_da=1.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    # restored from a checkpoint holding the NaN row (saved before rows were marked): masked the same way
+    state = miner.state_dict()
+    saved = miner.bank.features.clone()
+    saved[5] = float("nan")
+    state["bank"] = {**state["bank"], "features": saved}
+    del state["bank"]["valid"]
+    restored = DistractorMiner(bank_size=32)
+    restored.load_state_dict(state)
+    assert restored.bank.entry_mask().tolist() == keep.tolist() and torch.isfinite(restored.bank.features).all()
+    again = restored.mine(f, logits, y, classifier_weight=weight, ids=torch.arange(8))
+    assert torch.equal(again.distractor_id, expected.distractor_id)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_rows_in_the_batch_are_neither_anchors_nor_candidates(bad):
+    from monai_danil.losses import distractor_aware_loss
+
+    g = torch.Generator().manual_seed(1)
+    f = torch.rand(8, 6, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    logits = torch.randn(8, 3, generator=g)
+    f[2], logits[2] = bad, bad  # a corrupt input: its neurons and logits
+    logits[4, 0] = float("nan")  # NaN logits only: no anchor, but its finite features stay a candidate
+    f.requires_grad_()
+    for distractor_class in ("confusing", "any", "random"):
+        miner = DistractorMiner(distractor_class=distractor_class, neuron_weighting="none", bank_size=16)
+        batch = miner.mine(f, logits, y, ids=torch.arange(8))
+        assert batch.has_distractor.tolist() == [True, True, False, True, False, True, True, True], distractor_class
+        assert 2 not in batch.distractor_id.tolist()
+        assert batch.distractor_class[2] == -1 and batch.distractor_class[4] == -1
+        assert all(torch.isfinite(v) for v in batch.figures().values())
+        assert torch.isfinite(batch.distractor_features[batch.has_distractor]).all()
+        per_sample = distractor_aware_loss(
+            batch.features, batch.distractor_features, batch.neuron_weights, batch.has_distractor, 1.5, reduction="none"
+        )
+        assert torch.isfinite(per_sample).all() and per_sample[2] == 0
+        f.grad = None
+        per_sample.sum().backward()
+        assert torch.isfinite(f.grad[[0, 1, 3, 4, 5, 6, 7]]).all()
+        # the batch goes into the bank with its corrupt row marked: never a candidate at the next step
+        miner.update(f, y, torch.arange(8))
+        assert miner.bank.entry_mask().tolist() == [i != 2 for i in range(8)]
+        later = miner.mine(torch.rand(4, 6, generator=g), torch.randn(4, 3, generator=g), torch.tensor([0, 1, 2, 0]))
+        assert 2 not in later.distractor_id.tolist()
+
+
+def test_bank_rows_marked_invalid_take_slots_but_are_never_candidates():
+    miner = DistractorMiner(neuron_weighting="none", bank_size=4)
+    miner.update(torch.rand(2, 3), torch.tensor([1, 1]), torch.tensor([10, 11]))
+    miner.update(torch.rand(2, 3), torch.tensor([1, 1]), torch.tensor([12, 13]), valid=torch.tensor(False))
+    assert miner.bank.count == 4 and miner.bank.ptr == 0
+    assert miner.bank.entry_mask().tolist() == [True, True, False, False]
+    y = torch.zeros(3, dtype=torch.long)
+    batch = miner.mine(torch.rand(3, 3), _logits_preferring(y, torch.ones(3, dtype=torch.long), 2), y)
+    assert set(batch.distractor_id.tolist()) <= {10, 11}
+    # the ring moves on: the oldest (valid) slots are overwritten by a batch whose loss was not finite
+    miner.update(torch.rand(2, 3), torch.tensor([1, 1]), torch.tensor([14, 15]), valid=torch.tensor(False))
+    assert miner.bank.entry_mask().tolist() == [False] * 4
+    assert not miner.mine(torch.rand(3, 3), _logits_preferring(y, torch.ones(3, dtype=torch.long), 2), y).from_bank.any()
+    with pytest.raises(ValueError, match="valid must be"):
+        miner.bank.update(torch.rand(2, 3), torch.tensor([1, 1]), torch.tensor([1, 2]), torch.ones(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"distractor_sample": "semi_hard"}, {"distractor_sample": "soft", "k": 3},
+     {"distractor_sample": "soft", "k": 3, "soft_weighting": "softmax"}, {"distractor_classes": 2}],
+)
+def test_sharper_distractors_never_take_a_non_finite_row(options):
+    from monai_danil.losses import DistractorAwareLoss
+
+    g = torch.Generator().manual_seed(1)
+    miner = DistractorMiner(bank_size=32, **options)
+    bank_f, bank_y = torch.rand(12, 6, generator=g), torch.arange(12) % 3
+    bank_f[4] = float("nan")
+    miner.update(bank_f, bank_y, torch.arange(100, 112))
+    f = torch.rand(8, 6, generator=g)
+    f[1, 2] = float("inf")  # an anchor that is neither anchor nor candidate
+    f.requires_grad_(True)
+    y = torch.arange(8) % 3
+    logits = torch.randn(8, 3, generator=g)
+    logits[2, 0] = float("nan")
+    batch = miner.mine(f, logits, y, classifier_weight=torch.randn(3, 6, generator=g), ids=torch.arange(8))
+    assert not batch.has_distractor[1] and not batch.has_distractor[2]
+    assert not (batch.distractor_id == 104).any() and not (batch.distractor_id == 1).any()
+    if batch.terms is not None:
+        assert torch.isfinite(batch.terms.features).all() and torch.isfinite(batch.terms.weights).all()
+    loss = DistractorAwareLoss()
+    da = loss(logits.nan_to_num(), y, distractors=batch, lambda_da=1.0) - loss.last_components["ce"]
+    assert torch.isfinite(da)
+    da.backward()
+    assert torch.isfinite(f.grad[torch.arange(8) != 1]).all()

@@ -5,11 +5,13 @@ and ``image_datalist`` a folder of images or a manifest without labels into one 
 (``IMAGE_EXTENSIONS`` lists the image files looked for);
 the converters (also ``python -m monai_danil.data --help``) write such manifests from the layouts
 HAM10000, ISIC 2018, APTOS 2019, MedMNIST and class-per-folder trees ship in;
-``make_synthetic_retina`` writes a SYNTHETIC (not medical) demo set for machines without data.
+``make_synthetic_retina`` writes a SYNTHETIC (not medical) demo set for machines without data;
+``check_training_splits`` stops a training whose splits could not train (fewer images than a batch).
 """
 
 from __future__ import annotations
 
+from .checks import check_training_splits
 from .converters import (
     APTOS2019_GRADES,
     HAM10000_CLASSES,
@@ -42,6 +44,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_NAME",
     "atomic_output_dir",
+    "check_training_splits",
     "convert_aptos2019",
     "convert_folders",
     "convert_ham10000",

@@ -37,7 +37,8 @@ class DistractorMiningHandler:
       it installs on ``network``), mines with its :class:`~monai_danil.mining.DistractorMiner`, and
       hands the result and the current ``lambda`` to the loss, which the trainer calls next;
     - ``LOSS_COMPLETED``: adds the batch to the memory bank (after the loss, so a batch is never
-      its own bank candidate) and publishes the mining figures.
+      its own bank candidate; rows with a NaN or Inf, and every row of a batch whose loss is not
+      finite, are kept out of the candidates) and publishes the mining figures.
 
     The figures go into ``engine.state.output`` as detached 0-d tensors under
     ``danil_distance`` (mean distance to the distractor), ``danil_fraction`` (part of the batch
@@ -159,7 +160,11 @@ class DistractorMiningHandler:
         output["danil_lambda"] = torch.tensor(lambda_da)
 
     def update(self, engine: Engine) -> None:
-        """``LOSS_COMPLETED``: publish the loss parts and add the batch to the memory bank."""
+        """``LOSS_COMPLETED``: publish the loss parts and add the batch to the memory bank.
+
+        A batch whose loss is not finite (the step AMP's ``GradScaler`` skips) enters the bank as
+        invalid rows, never candidates; the check is a device tensor, not a host sync.
+        """
         output = engine.state.output
         for name, value in self.loss.last_components.items():
             output[f"danil_{name}"] = value.mean() if value.ndim else value
@@ -167,7 +172,9 @@ class DistractorMiningHandler:
             return
         features, labels, ids = self._pending
         self._pending = None
-        self.miner.update(features, labels, ids)
+        loss = output.get(CommonKeys.LOSS) if isinstance(output, dict) else None
+        valid = torch.isfinite(loss.detach()).all() if isinstance(loss, torch.Tensor) else None
+        self.miner.update(features, labels, ids, valid)
 
     def state_dict(self) -> dict[str, Any]:
         """The miner's bank (tensors and plain integers)."""

@@ -6,7 +6,9 @@ which recent samples are candidates (``bank_size``). It never computes a loss: t
 :class:`monai_danil.losses.DistractorAwareLoss`'s job, with the :class:`DistractorBatch` it gets.
 
 Everything runs on the features' device with a fixed number of tensor operations per batch: no
-Python loop over samples and no host synchronisation.
+Python loop over samples and no host synchronisation. Non-finite values are masked on the device too:
+a row of features or logits with a NaN or Inf is never an anchor with a distractor nor a candidate,
+in the batch or in the memory bank, and no NaN reaches an arg-max.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class DistractorBatch:
         features: (B, D) the anchors' neurons, still in the autograd graph.
         distractor_features: (B, D) each anchor's distractor; in the graph when the distractor is
             a sample of the current batch, a constant when it came from the memory bank. Rows
-            without a distractor hold an arbitrary candidate and are masked by ``has_distractor``.
+            without a distractor hold zeros and are masked by ``has_distractor``.
         neuron_weights: (B, D) non-negative, detached weights of the neurons for each anchor.
-        has_distractor: (B,) bool, whether a candidate of the distractor class existed.
+        has_distractor: (B,) bool, whether a candidate of the distractor class existed (never for
+            an anchor whose features or logits hold a NaN or Inf).
         distractor_class: (B,) class of the distractor, -1 where none.
         distractor_id: (B,) sample id of the distractor (the dataset's id when the batch carried
             one), -1 where none or unknown.
@@ -298,19 +301,24 @@ class DistractorMiner:
         if labels.shape[0] != features.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for a batch of {features.shape[0]}.")
         batch_size, dim = features.shape
-        num_classes = logits.shape[1]
         ids = self._ids(ids, batch_size, features.device)
         # mining compares directions: float32 even under autocast, so bf16 rounding never flips a choice
         with torch.autocast(device_type=features.device.type, enabled=False):
             anchors = features.detach().float()
+            scores = logits.detach().float()
+            # a row with a NaN or Inf (an overflow, a corrupt input) is neither an anchor nor a candidate;
+            # device-side masks, so no host sync and no NaN ever reaches an arg-max
+            finite = torch.isfinite(anchors).all(dim=1)
+            valid_anchor = finite & torch.isfinite(scores).all(dim=1)
             bank = self.bank.to(features.device).entries() if self.bank.size else None
             # the batch and the bank are scored as two blocks and never concatenated: no (M, D) copy per step
             if bank is None:
-                cand_labels, cand_ids = labels, ids
+                cand_labels, cand_ids, cand_valid = labels, ids, finite
             else:
                 cand_labels = torch.cat([labels, bank[1]])
                 cand_ids = torch.cat([ids, bank[2]])
-            classes, class_weight = self._classes(logits.detach().float(), labels)  # (B, N) each, or None
+                cand_valid = torch.cat([finite, self.bank.entry_mask()])  # type: ignore[list-item]
+            classes, class_weight = self._classes(scores, labels, valid_anchor)  # (B, N) each, or None
             if classes is None:
                 mask = (cand_labels.unsqueeze(0) != labels.unsqueeze(1)).unsqueeze(1)  # (B, 1, B + M)
                 weights = None
@@ -318,10 +326,13 @@ class DistractorMiner:
                 mask = cand_labels.view(1, 1, -1) == classes.unsqueeze(2)  # (B, N, B + M)
                 weights = self.neuron_weights(labels.repeat_interleave(classes.shape[1]), classes.reshape(-1),
                                               classifier_weight, dim)
-            # (B, N, B + M); without neuron weights one cosine serves every distractor class
+            mask = mask & cand_valid.view(1, 1, -1) & valid_anchor.view(-1, 1, 1)
+            # (B, N, B + M); without neuron weights one cosine serves every distractor class. NaN can remain
+            # only in masked-out pairs, or where huge finite features overflow the norms
             similarity = self._similarity(weights, anchors, bank).expand(-1, mask.shape[1], -1)
+            similarity = similarity.nan_to_num(nan=-1.0, posinf=1.0, neginf=-1.0)
             if self.distractor_sample == "semi_hard":
-                mask = self._semi_hard(mask, similarity, labels, ids, cand_labels, cand_ids)
+                mask = self._semi_hard(mask, similarity, labels, ids, cand_labels, cand_ids, cand_valid)
             if self.distractor_class == "random" or self.distractor_sample == "random":
                 score = torch.rand_like(similarity)
             else:
@@ -339,6 +350,9 @@ class DistractorMiner:
         if bank is not None:
             from_bank_rows = bank[0][(index - batch_size).clamp(min=0)].to(features.dtype)
             distractor_features = torch.where((index >= batch_size).unsqueeze(2), from_bank_rows, distractor_features)
+        # zeros where a term has no distractor: the arg-max of an all -inf row points anywhere, perhaps at a NaN
+        # row, and a NaN behind torch.where still turns the gradient into NaN
+        distractor_features = torch.where(valid.unsqueeze(2), distractor_features, torch.zeros_like(distractor_features))
         none = torch.full_like(index, -1)
         term_class = torch.where(valid, cand_labels[index], none)
         has = valid.any(dim=1)
@@ -367,16 +381,22 @@ class DistractorMiner:
             terms=terms,
         )
 
-    def _classes(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The N most confusing wrong classes (B, N) and their probabilities (B, N); ``None`` unless "confusing"."""
+    def _classes(
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The N most confusing wrong classes (B, N) and their probabilities (B, N); ``None`` unless "confusing".
+
+        A row of logits with a NaN or Inf (``valid`` False) gets probabilities 0, never NaN.
+        """
         if self.distractor_class != "confusing":
             return None, None
         num_classes = logits.shape[1]
         own = F.one_hot(labels.clamp(0, num_classes - 1), num_classes).bool()
         count = min(self.distractor_classes, num_classes - 1) if num_classes > 1 else 1
-        wrong = logits.masked_fill(own, float("-inf"))
+        wrong = logits.nan_to_num(nan=float("-inf")).masked_fill(own, float("-inf"))
         classes = wrong.topk(count, dim=1).indices
-        probabilities = torch.softmax(logits, dim=1).gather(1, classes)
+        clean = torch.where(valid.unsqueeze(1), logits, torch.zeros_like(logits))
+        probabilities = torch.softmax(clean, dim=1).gather(1, classes) * valid.unsqueeze(1)
         return classes, probabilities
 
     def _similarity(
@@ -402,13 +422,14 @@ class DistractorMiner:
         ids: torch.Tensor,
         cand_labels: torch.Tensor,
         cand_ids: torch.Tensor,
+        cand_valid: torch.Tensor,
     ) -> torch.Tensor:
         """Keep the candidates farther than the anchor's nearest positive; all of them where none is."""
         batch_size = labels.shape[0]
         position = torch.arange(cand_labels.shape[0], device=labels.device)
         itself = position.unsqueeze(0) == torch.arange(batch_size, device=labels.device).unsqueeze(1)
         own_copy = (cand_ids.unsqueeze(0) == ids.unsqueeze(1)) & (ids.unsqueeze(1) >= 0)
-        positive = (cand_labels.unsqueeze(0) == labels.unsqueeze(1)) & ~itself & ~own_copy  # (B, B + M)
+        positive = (cand_labels.unsqueeze(0) == labels.unsqueeze(1)) & ~itself & ~own_copy & cand_valid.unsqueeze(0)
         nearest_positive = similarity.masked_fill(~positive.unsqueeze(1), float("-inf")).amax(dim=2, keepdim=True)
         harder = mask & (similarity < nearest_positive)
         return torch.where(harder.any(dim=2, keepdim=True), harder, mask)
@@ -438,20 +459,39 @@ class DistractorMiner:
         return ids
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> None:
         """Add a batch to the memory bank (call after the loss, so a batch never mines itself twice).
 
-        Under ``torch.distributed`` with ``gather_distributed``, every rank's batch is gathered
-        first, so all ranks keep the same bank.
+        Rows with a NaN or Inf, and rows where ``valid`` is False, take their slots but are never
+        candidates (see :class:`MemoryBank`). Pass ``valid=torch.isfinite(loss)`` so that a step whose
+        loss is not finite (one that AMP's ``GradScaler`` skips) leaves no candidate behind. Under
+        ``torch.distributed`` with ``gather_distributed``, every rank's batch is gathered first, so all
+        ranks keep the same bank.
+
+        Args:
+            features: (B, D) the batch's tapped neurons (stored detached).
+            labels: (B,) or (B, 1) class indices.
+            ids: (B,) integer sample ids. Default ``None``: -1.
+            valid: 0-d or (B,) bool on any device. Default ``None``: every finite row is valid.
         """
         if self.bank.size == 0:
             return
         labels = labels.reshape(-1).to(device=features.device, dtype=torch.long)
         ids = self._ids(ids, features.shape[0], features.device)
         features = features.detach().float()
+        rows = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+        if valid is not None:
+            rows = rows & valid.to(device=features.device, dtype=torch.bool)
         if self.gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             features, labels, ids = (_all_gather(t) for t in (features, labels, ids))
-        self.bank.update(features, labels, ids)
+            rows = _all_gather(rows.to(torch.uint8)).bool()  # every backend gathers bytes; not all gather bool
+        self.bank.update(features, labels, ids, rows)
 
     def state_dict(self) -> dict[str, Any]:
         """The bank's tensors and counters (plain values only)."""
