@@ -168,7 +168,10 @@ def read_manifest(
 
     Returns:
         One dict per kept row, in file order: ``{"image": absolute path (str), "label": class
-        number (int), "id": 0-based data row index in the manifest (int)}``. Every row's label is
+        number (int), "id": 0-based data row index in the manifest (int), "origin": "<manifest>,
+        line <n>" (str)}``; ``origin`` is how the bundles' loading transform
+        (:class:`~monai_danil.transforms.LoadRGBImaged`) names the row of a bad image, and it
+        collates into a list of strings that no later transform reads. Every row's label is
         checked, also rows of other splits, so a typo anywhere in the file surfaces.
 
     Raises:
@@ -182,7 +185,7 @@ def read_manifest(
     Example:
         >>> datalist = read_manifest("../shared/data/retina", split="train")  # doctest: +SKIP
         >>> datalist[0]  # doctest: +SKIP
-        {'image': '/.../retina/images/train/train_0000.png', 'label': 0, 'id': 0}
+        {'image': '/.../retina/images/train/train_0000.png', 'label': 0, 'id': 0, 'origin': '.../manifest.csv, line 2'}
     """
     manifest = _manifest_path(dataset_dir)
     base = manifest.parent.resolve()
@@ -223,7 +226,7 @@ def read_manifest(
                 raise FileNotFoundError(
                     f"{manifest}, line {line}: image not found: {image} (relative_path {relative!r})."
                 )
-            datalist.append({"image": image, "label": label, "id": index})
+            datalist.append({"image": image, "label": label, "id": index, "origin": f"{manifest}, line {line}"})
     if not datalist:
         if split is None:
             raise ValueError(f"{manifest}: no data rows; expected at least one row after the header.")
