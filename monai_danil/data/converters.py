@@ -63,7 +63,7 @@ PathLike = str | os.PathLike[str]
 def _check_image(path: Path, where: str) -> None:
     """Load ``path`` as the bundles do, so a corrupt or unsupported file fails here, not mid-training."""
     try:
-        LoadRGBImage()(path)
+        LoadRGBImage().verify(path)
     except BadImageError as err:
         raise ValueError(f"{where}: cannot read image {err}") from None
 

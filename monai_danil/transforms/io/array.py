@@ -439,22 +439,37 @@ def _read_nifti(path: str) -> _Samples:
     return _Samples(array, low, high)
 
 
-def _to_rgb(samples: _Samples, path: str) -> np.ndarray:
-    """``(rows, columns[, channels])`` samples as ``(3, rows, columns)`` float64 in [0, 255]."""
-    array = samples.array
+def _with_channels(array: np.ndarray, path: str) -> np.ndarray:
+    """``array`` as ``(rows, columns, channels)``, checking there are 1 to 4 channels."""
     if array.ndim == 2:
         array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise BadImageError(
+            path, f"{array.shape[-1]} channels (array shape {tuple(array.shape)}); expected {_CHANNELS}."
+        )
+    return array
+
+
+def _to_rgb(samples: _Samples, path: str, dtype: np.dtype) -> np.ndarray:
+    """``(rows, columns[, channels])`` samples as ``(3, rows, columns)`` in [0, 255], of ``dtype``."""
+    array = _with_channels(samples.array, path)
     channels = array.shape[-1]
-    if array.ndim != 3 or channels not in (1, 2, 3, 4):
-        raise BadImageError(path, f"{channels} channels (array shape {tuple(array.shape)}); expected {_CHANNELS}.")
-    values = (array.astype(np.float64) - samples.low) / (samples.high - samples.low) * 255.0
-    if samples.invert:
-        values = 255.0 - values
+    values = array
+    if (samples.low, samples.high) != (0.0, 255.0) or samples.invert:  # 8-bit samples are used as they are
+        values = (array.astype(np.float64) - samples.low) / (samples.high - samples.low) * 255.0
+        if samples.invert:
+            values = 255.0 - values
     colour = values[..., : 1 if channels <= 2 else 3]
     if channels in (2, 4):
-        colour = colour * (values[..., -1:] / 255.0)
-    colour = np.broadcast_to(colour, colour.shape[:2] + (3,))
-    return np.ascontiguousarray(np.moveaxis(colour, -1, 0))
+        alpha = values[..., -1:]
+        if not (alpha == 255).all():
+            colour = colour * (alpha / 255.0)
+    exact = np.float64 if dtype == np.float64 else np.float32
+    out = np.empty((3,) + array.shape[:2], dtype=exact)
+    out[...] = np.moveaxis(colour, -1, 0)  # one grey channel broadcasts to three
+    if not np.issubdtype(dtype, np.floating):
+        return np.round(out).astype(dtype)
+    return out.astype(dtype, copy=False)
 
 
 class LoadRGBImage(Transform):
@@ -491,19 +506,36 @@ class LoadRGBImage(Transform):
         """Load ``filename``; see the class documentation."""
         path = os.fspath(filename)
         try:
-            fmt = image_format(path)
-            if fmt == "DICOM":
-                samples = _read_dicom(path)
-            elif fmt == "NIfTI":
-                samples = _read_nifti(path)
-            else:
-                samples = _read_pil(path, fmt)
-            rgb = _to_rgb(samples, path)
+            fmt, samples = self._decode(path)
+            rgb = _to_rgb(samples, path, np.dtype(get_equivalent_dtype(self.dtype, np.ndarray)))
         except BadImageError:
             _install_excepthook()
             raise
-        target = get_equivalent_dtype(self.dtype, np.ndarray)
-        if not np.issubdtype(target, np.floating):
-            rgb = rgb.round()
         meta = {"filename_or_obj": path, "format": fmt, "spatial_shape": np.asarray(rgb.shape[1:])}
-        return MetaTensor(torch.from_numpy(rgb.astype(target)), meta=meta)
+        return MetaTensor(torch.from_numpy(rgb), meta=meta)
+
+    def verify(self, filename: str | os.PathLike[str]) -> str:
+        """Decode ``filename`` and check it as loading does, without building the image (for converters).
+
+        Args:
+            filename: the image file.
+
+        Returns:
+            Its format, as :func:`image_format` names it.
+
+        Raises:
+            BadImageError: when loading it would raise one.
+        """
+        path = os.fspath(filename)
+        fmt, samples = self._decode(path)
+        _with_channels(samples.array, path)
+        return fmt
+
+    @staticmethod
+    def _decode(path: str) -> tuple[str, _Samples]:
+        fmt = image_format(path)
+        if fmt == "DICOM":
+            return fmt, _read_dicom(path)
+        if fmt == "NIfTI":
+            return fmt, _read_nifti(path)
+        return fmt, _read_pil(path, fmt)
