@@ -11,11 +11,10 @@ must be rebuilt. Where the input is not image files (a MedMNIST ``.npz``) the im
 as PNG under ``out_dir/images/`` with paths relative to ``out_dir``, so that folder is
 self-contained.
 
-Every image is first loaded with the bundles' own loading transform
-(:class:`~monai_danil.transforms.LoadRGBImage`), so what converts also trains, and bad input (a
-missing or unreadable image, an unknown label, a duplicated id) stops the conversion with an error
-naming the file and row (line number as an editor shows it, header = line 1), leaving nothing at
-``out_dir``.
+Every image is decoded first (with PIL; DICOM and NIfTI with the bundles' loading transform,
+:class:`~monai_danil.transforms.LoadRGBImage`), and bad input (a missing or unreadable image, an
+unknown label, a duplicated id) stops the conversion with an error naming the file and row (line
+number as an editor shows it, header = line 1), leaving nothing at ``out_dir``.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from monai_danil.transforms.io.array import BadImageError, LoadRGBImage
 
 from .manifest import MANIFEST_NAME, _check_output_free, atomic_output_dir, to_class_index, write_manifest
 from .splits import stratified_split
@@ -61,11 +58,25 @@ PathLike = str | os.PathLike[str]
 
 
 def _check_image(path: Path, where: str) -> None:
-    """Load ``path`` as the bundles do, so a corrupt or unsupported file fails here, not mid-training."""
+    """Decode ``path``, so a corrupt or truncated file fails here, not mid-training.
+
+    Pillow's formats are decoded with Pillow, which keeps MONAI out of the converters' start-up
+    (seconds); DICOM and NIfTI files with the bundles' own loading transform, which reads them.
+    """
+    name = path.name.lower()
+    if name.endswith((".dcm", ".dicom", ".nii", ".nii.gz")) or not path.suffix:
+        from monai_danil.transforms.io.array import BadImageError, LoadRGBImage
+
+        try:
+            LoadRGBImage().verify(path)
+        except BadImageError as err:
+            raise ValueError(f"{where}: cannot read image {err}") from None
+        return
     try:
-        LoadRGBImage().verify(path)
-    except BadImageError as err:
-        raise ValueError(f"{where}: cannot read image {err}") from None
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{where}: cannot read image {path}: {err}") from None
 
 
 def _is_folder_image(path: Path) -> bool:
