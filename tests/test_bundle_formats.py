@@ -95,6 +95,14 @@ def test_broken_input_table_on_the_retina_bundles_datasets(case, retina_dir, tmp
         assert error is not None, info.value
         assert str(error) == f"{data / 'manifest.csv'}, line 11: {broken}: {error.reason}"
         assert TABLE[case] in error.reason and "expected a complete PNG image" in error.reason
+        # --skip_bad_images true: the same datasets without it, and the report names it
+        logs = tmp_path / "logs"
+        parser = parse_config(BUNDLES / "retina", dataset_dir=str(data), skip_bad_images="true", log_dir=str(logs))
+        batch = next(iter(parser.get_parsed_content("validate#dataloader")))
+        assert batch["image"].shape == (5, 3, 28, 28) and batch["id"].tolist() == [6, 7, 8, 10, 11]
+        with open(logs / "bad_images.csv", newline="") as handle:
+            (row,) = list(csv.DictReader(handle))
+        assert row == {"origin": f"{data / 'manifest.csv'}, line 11", "image": str(broken), "reason": error.reason}
         return
     batch = next(iter(parser.get_parsed_content("validate#dataloader")))  # the collate that failed before
     images = batch["image"]

@@ -64,9 +64,8 @@ from monai.transforms import Transform
 from monai.utils import OptionalImportError, get_equivalent_dtype, optional_import
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
-pydicom, has_pydicom = optional_import("pydicom")
-nib, has_nib = optional_import("nibabel")
-PILImage, has_pil = optional_import("PIL.Image")
+_, has_pydicom = optional_import("pydicom")
+_, has_nib = optional_import("nibabel")
 
 __all__ = ["BadImageError", "IMAGE_EXTENSIONS", "LoadRGBImage", "image_format"]
 

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the report of skipped images.
 REPORT_COLUMNS = ("origin", "image", "reason")
+# CacheDataset fills its cache from a thread pool; a module-level lock keeps the transform
+# picklable and copyable (DataLoader workers, deepcopy), which an instance lock would not
+_REPORT_LOCK = threading.Lock()
 
 
 class LoadRGBImaged(MapTransform):
@@ -81,7 +84,6 @@ class LoadRGBImaged(MapTransform):
         self.origin_key = origin_key
         self.skip_bad_images = str2bool(skip_bad_images)
         self.report_file = os.fspath(report_file) if report_file is not None else None
-        self._lock = threading.Lock()  # CacheDataset fills its cache from a thread pool
         if self.skip_bad_images and self.report_file is not None:
             os.makedirs(os.path.dirname(os.path.abspath(self.report_file)), exist_ok=True)
             with open(self.report_file, "w", newline="", encoding="utf-8") as handle:
@@ -105,7 +107,7 @@ class LoadRGBImaged(MapTransform):
         logger.warning("skipping a bad image: %s", error)
         if self.report_file is None:
             return
-        with self._lock, open(self.report_file, "a", newline="", encoding="utf-8") as handle:
+        with _REPORT_LOCK, open(self.report_file, "a", newline="", encoding="utf-8") as handle:
             csv.writer(handle, lineterminator="\n").writerow([error.origin or "", error.path, error.reason])
 
 
