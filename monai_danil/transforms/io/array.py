@@ -380,6 +380,11 @@ def _read_dicom(path: str) -> _Samples:
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise BadImageError(path, f"multi-frame DICOM with {frames} frames; expected one 2D image.")
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    if photometric not in _DICOM_PHOTOMETRIC:
+        raise BadImageError(
+            path, f"DICOM photometric interpretation {photometric!r}; expected one of {', '.join(_DICOM_PHOTOMETRIC)}."
+        )
     try:
         with warnings.catch_warnings():
             # no patient geometry in photographs and slides; the affine is not used here
@@ -387,29 +392,21 @@ def _read_dicom(path: str) -> _Samples:
             array, _ = reader.get_data(dataset)  # applies RescaleSlope / RescaleIntercept
     except Exception as error:
         raise _decode_failed(path, "DICOM", error) from None
-    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
-    if photometric not in _DICOM_PHOTOMETRIC:
-        raise BadImageError(
-            path, f"DICOM photometric interpretation {photometric!r}; expected one of {', '.join(_DICOM_PHOTOMETRIC)}."
-        )
+    photometric = str(dataset.PhotometricInterpretation).strip()  # as the decoder left it
     bits = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 8)
     signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
     low, high = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0**bits - 1)
     if photometric.startswith("YBR"):
         if bits != 8:
             raise BadImageError(path, f"{photometric} DICOM with {bits} bits stored; expected 8.")
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
         # pydicom has already expanded the 4:2:2 subsampling: both are YBR_FULL samples here
-        array = _convert_color_space(array, "YBR_FULL", "RGB")
+        array = convert_color_space(array, "YBR_FULL", "RGB")
     slope = float(dataset.get("RescaleSlope", 1) or 1)
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
     low, high = sorted((low * slope + intercept, high * slope + intercept))
     return _Samples(array, low, high, invert=photometric == "MONOCHROME1")
-
-
-def _convert_color_space(array: np.ndarray, current: str, desired: str) -> np.ndarray:
-    from pydicom.pixel_data_handlers.util import convert_color_space
-
-    return convert_color_space(array, current, desired)
 
 
 def _read_nifti(path: str) -> _Samples:
