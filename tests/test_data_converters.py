@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from format_helpers import write_dicom, write_nifti
 from PIL import Image
 
 from monai_danil.data import (
@@ -21,6 +23,7 @@ from monai_danil.data import (
     read_manifest,
 )
 from monai_danil.data.__main__ import main
+from monai_danil.transforms import LoadRGBImage, LoadRGBImaged
 
 pytestmark = pytest.mark.data
 
@@ -305,6 +308,40 @@ def test_folders_corrupt_image_leaves_no_output(pathology_dir: Path, tmp_path: P
     with pytest.raises(ValueError, match=r"cannot read image .*03_COMPLEX[/\\]broken\.png"):
         convert_folders(tree, out)
     _assert_nothing_written(out)
+
+
+def test_folders_of_dicom_nifti_and_tiff_point_at_the_files_as_they_are(pathology_dir: Path, tmp_path: Path) -> None:
+    """Kather 2016 tiles exported as DICOM (with and without extension), NIfTI and TIFF, one folder per class."""
+    tree = tmp_path / "export"
+    written = {}
+    for n, tile in enumerate(sorted((pathology_dir / "kather2016_samples").glob("*/*.tif"))):
+        rgb = np.asarray(Image.open(tile).convert("RGB"))
+        folder = tree / tile.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        kind = n % 4
+        if kind == 0:
+            path = write_dicom(folder / f"{tile.stem}.dcm", rgb, "RGB")
+        elif kind == 1:
+            path = write_dicom(folder / f"IM{n:04d}", rgb, "RGB", planar_configuration=1)  # archives name them so
+        elif kind == 2:
+            path = write_nifti(folder / f"{tile.stem}.nii.gz", rgb[:, :, None, None, :])
+        else:
+            path = folder / tile.name
+            shutil.copy(tile, path)
+        written[str(path.resolve())] = (tile, tile.parent.name)
+    write_dicom(tree / "DICOMDIR", np.zeros((2, 2), np.uint8), "MONOCHROME2", pixel_data=False)
+    (tree / "01_TUMOR" / "notes.txt").write_text("not an image")
+    rows = _rows(convert_folders(tree, tmp_path / "out"))
+    assert {r["relative_path"]: r["label"] for r in rows} == {path: label for path, (_, label) in written.items()}
+    load = LoadRGBImaged(keys="image")
+    for item in read_manifest(tmp_path / "out", class_names=sorted({label for _, label in written.values()})):
+        tile = written[item["image"]][0]
+        assert torch.equal(load(item)["image"], LoadRGBImage()(tile)), item["image"]
+    # a DICOM without pixel data in a class folder stops the conversion, naming it
+    write_dicom(tree / "02_STROMA" / "report.dcm", np.zeros((2, 2), np.uint8), "MONOCHROME2", pixel_data=False)
+    with pytest.raises(ValueError, match=r"cannot read image .*02_STROMA[/\\]report\.dcm: DICOM without pixel data"):
+        convert_folders(tree, tmp_path / "again")
+    _assert_nothing_written(tmp_path / "again")
 
 
 def test_output_must_not_overlap_input(pathology_dir: Path, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 The downloads are rebuilt under ``tmp_path/downloads`` with their original names (symlinks to the
 development copies, restricted to a few images per class where the download is large; the
 PathMNIST ``.npz`` is packed from the PathMNIST tiles, the ISIC 2018 lesion groupings from
-HAM10000's metadata). Each converter command runs verbatim, as a subprocess, from a fresh
+HAM10000's metadata; the dermoscopy DICOM export is written from the HAM10000 JPEGs with pydicom).
+Each converter command runs verbatim, as a subprocess, from a fresh
 ``repo/`` folder beside ``downloads/``, and every training command that reads its output is
 resolved with the bundle's config (datalists, labels, the first training image through the
 preprocessing): what training would do before its first iteration. The bundle tests train.
@@ -25,12 +26,14 @@ from monai.bundle import ConfigParser
 from PIL import Image
 
 from conftest import REPO_ROOT
+from format_helpers import write_dicom
 
 pytestmark = pytest.mark.data
 
 DOC = REPO_ROOT / "docs" / "data.md"
 PER_CLASS = 40  # skin images per diagnosis in the rebuilt HAM10000 / ISIC 2018 downloads
 NCT_CODES = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
+DICOM_PER_CLASS = 7  # dermoscopy DICOMs per diagnosis in the rebuilt DICOM export: one of each goes to val
 
 
 def _commands(text: str) -> list[str]:
@@ -117,6 +120,13 @@ def downloads(tmp_path_factory, data_root) -> Path:
             for copy in range(7):
                 _link(tile, root / name / code / f"{code}-{copy}.tif")
     _link(pathology / "kather2016_samples", root / "Kather_texture_2016_image_tiles_5000")
+    # a DICOM export of dermoscopy images, one folder per diagnosis, half the files without extension
+    for dx in sorted(per_class):
+        folder = root / "dermoscopy_dicom" / dx
+        folder.mkdir(parents=True)
+        for n, record in enumerate([r for r in kept if r["dx"] == dx][:DICOM_PER_CLASS]):
+            rgb = np.asarray(Image.open(skin / "images" / f"{record['image_id']}.jpg").convert("RGB"))
+            write_dicom(folder / (f"{record['image_id']}.dcm" if n % 2 else record["image_id"]), rgb, "RGB")
     return root
 
 

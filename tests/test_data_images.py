@@ -36,14 +36,15 @@ def test_a_manifest_may_have_no_label_and_no_split(tmp_path, retina_dir):
     shutil.copy(image, tmp_path / "x.png")
     (tmp_path / "manifest.csv").write_text(f"relative_path\nx.png\n{image}\n")
     items = image_datalist(tmp_path, split="val", class_names=RETINA)  # no split column: every row
+    manifest = tmp_path / "manifest.csv"
     assert items == [
-        {"image": str(tmp_path / "x.png"), "id": 0, "relative_path": "x.png"},
-        {"image": str(image), "id": 1, "relative_path": str(image)},
+        {"image": str(tmp_path / "x.png"), "id": 0, "origin": f"{manifest}, line 2", "relative_path": "x.png"},
+        {"image": str(image), "id": 1, "origin": f"{manifest}, line 3", "relative_path": str(image)},
     ]
     # with labels, they are read and checked as in training; training still requires them
     (tmp_path / "manifest.csv").write_text("relative_path,label,split\nx.png,mild,val\nx.png,2,train\n")
     assert image_datalist(tmp_path, "val", RETINA) == [
-        {"image": str(tmp_path / "x.png"), "label": 1, "id": 0, "relative_path": "x.png"}
+        {"image": str(tmp_path / "x.png"), "label": 1, "id": 0, "origin": f"{manifest}, line 2", "relative_path": "x.png"}
     ]
     (tmp_path / "manifest.csv").write_text("relative_path\nx.png\n")
     with pytest.raises(ValueError, match="missing column"):

@@ -145,8 +145,8 @@ def test_extra_columns_optional_split_and_ids(tmp_path: Path) -> None:
     _write(tmp_path, "relative_path,label,note\na.png,1,hello\nb.png,0,\n")
     rows = read_manifest(tmp_path)
     assert rows == [
-        {"image": str(tmp_path / "a.png"), "label": 1, "id": 0},
-        {"image": str(tmp_path / "b.png"), "label": 0, "id": 1},
+        {"image": str(tmp_path / "a.png"), "label": 1, "id": 0, "origin": f"{tmp_path / 'manifest.csv'}, line 2"},
+        {"image": str(tmp_path / "b.png"), "label": 0, "id": 1, "origin": f"{tmp_path / 'manifest.csv'}, line 3"},
     ]
     with pytest.raises(ValueError, match="split='train'.*no 'split' column"):
         read_manifest(tmp_path, split="train")

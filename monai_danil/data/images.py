@@ -14,10 +14,37 @@ from pathlib import Path
 
 from .manifest import MANIFEST_NAME, manifest_columns, read_manifest
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "image_datalist"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGE_FORMATS", "find_images", "image_datalist", "image_suffix"]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-"""Lower-case file extensions of the images the bundles read (compared case-insensitively)."""
+IMAGE_FORMATS: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".dcm": "DICOM",
+    ".dicom": "DICOM",
+    ".nii": "NIfTI",
+    ".nii.gz": "NIfTI",
+}
+"""Lower-case extensions of the images the bundles read, and the format each names (what
+:class:`~monai_danil.transforms.LoadRGBImage` checks the content against). DICOM files often have no
+extension: the loading transform reads those by content."""
+
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(IMAGE_FORMATS)
+"""The keys of :data:`IMAGE_FORMATS`: the extensions looked for (compared case-insensitively)."""
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The lower-case extension of ``path`` as :data:`IMAGE_FORMATS` spells it (``".nii.gz"`` is one).
+
+    Example:
+        >>> image_suffix("scan.NII.GZ"), image_suffix("a/b.png"), image_suffix("IM0001")
+        ('.nii.gz', '.png', '')
+    """
+    name = os.path.basename(os.fspath(path)).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
 
 
 def find_images(folder: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -48,7 +75,7 @@ def find_images(folder: str | os.PathLike[str], extensions: Sequence[str] = IMAG
     return sorted(
         path
         for path in root.rglob("*")
-        if path.suffix.lower() in kept
+        if image_suffix(path) in kept
         and path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )

@@ -179,9 +179,11 @@ def read_manifest(
 
     Returns:
         One dict per kept row, in file order: ``{"image": absolute path (str), "label": class
-        number (int), "id": 0-based data row index in the manifest (int)}`` and the ``columns``.
-        Every row's label is checked, also rows of other splits, so a typo anywhere in the file
-        surfaces.
+        number (int), "id": 0-based data row index in the manifest (int), "origin": "<manifest>,
+        line <n>" (str)}`` and the ``columns``; ``origin`` is how the bundles' loading transform
+        (:class:`~monai_danil.transforms.LoadRGBImaged`) names the row of a bad image, and it
+        collates into a list of strings that no later transform reads. Every row's label is
+        checked, also rows of other splits, so a typo anywhere in the file surfaces.
 
     Raises:
         FileNotFoundError: when the manifest is missing, or (``check_files``) an image is missing;
@@ -194,7 +196,7 @@ def read_manifest(
     Example:
         >>> datalist = read_manifest("../shared/data/retina", split="train")  # doctest: +SKIP
         >>> datalist[0]  # doctest: +SKIP
-        {'image': '/.../retina/images/train/train_0000.png', 'label': 0, 'id': 0}
+        {'image': '/.../retina/images/train/train_0000.png', 'label': 0, 'id': 0, 'origin': '.../manifest.csv, line 2'}
     """
     manifest = _manifest_path(dataset_dir)
     base = Path(image_dir).resolve() if image_dir is not None else manifest.parent.resolve()
@@ -240,6 +242,7 @@ def read_manifest(
                     f"{manifest}, line {line}: image not found: {image} (relative_path {relative!r}{under})."
                 )
             item = {"image": image, "label": label, "id": index} if has_label else {"image": image, "id": index}
+            item["origin"] = f"{manifest}, line {line}"
             item.update({column: (row.get(column) or "").strip() for column in columns})
             datalist.append(item)
     if not datalist:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from monai_danil.transforms.io.array import LoadRGBImage
+
 __all__ = [
     "PairTile",
     "confusion_figure",
@@ -54,26 +56,20 @@ def _short(text: str, limit: int = 24) -> str:
 def load_display_image(source: str | os.PathLike[str]) -> np.ndarray:
     """An image file as ``(H, W, 3)`` ``uint8`` RGB, rows top to bottom, as a viewer shows it.
 
-    ``PIL.Image.open`` gives the file's own orientation; MONAI's ``PILReader`` transposes 2D images
-    unless ``reverse_indexing=False``, so reading the file here, not a batch tensor, is what makes
-    the colours and the orientation in TensorBoard trustworthy. EXIF rotation is not applied, as
-    MONAI's reader does not apply it either: the picture is what the network saw. Grey and
-    palette images become RGB; 16-bit and float images are scaled to their own range.
+    Read with the bundles' own loading transform, :class:`~monai_danil.transforms.LoadRGBImage`,
+    not from a batch tensor (augmented, resized): the picture is what the network was given, in
+    the file's orientation and colours, whatever its format (PNG, JPEG, TIFF, DICOM, NIfTI), with
+    the same conversions (grey to RGB, alpha over black, 16-bit scaled by the bit depth). EXIF
+    rotation is not applied, as the loader does not apply it either.
 
     Args:
-        source: path of a 2D image Pillow can read (PNG, JPEG, TIFF, BMP).
+        source: path of a 2D image the loader reads.
 
     Raises:
-        OSError: when the file is missing or not an image Pillow can read.
+        BadImageError: when the file is missing or cannot be loaded (the message says why).
     """
-    with Image.open(source) as image:
-        image.load()
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            values = np.asarray(image, dtype=np.float64)
-            low, high = float(values.min()), float(values.max())
-            scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-            return np.repeat(np.round(scaled).astype(np.uint8)[..., None], 3, axis=2)
-        return np.asarray(image.convert("RGB"))
+    rgb = LoadRGBImage()(source).numpy()
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def fit_tile(image: np.ndarray, size: int) -> np.ndarray:

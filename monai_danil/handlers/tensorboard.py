@@ -37,6 +37,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
 from monai_danil.networks import NeuronTap, unwrap_network
+from monai_danil.transforms.io.array import BadImageError
 
 from .distractor_mining import DistractorMiningHandler
 from .figures import (
@@ -217,8 +218,9 @@ class DistractorPairsHandler(_TensorBoardWriter):
       distance ``sqrt(2 - 2 cos)`` in the weighted feature space (``danil_distance``'s measure);
     - ``{tag}_table`` (text): the same pairs as a table with the sample ids.
 
-    Images are read with ``PIL.Image.open``, never from the batch tensors: these are augmented and
-    resized, and MONAI's PIL reader transposes 2D images unless ``reverse_indexing=False``. Each
+    Images are read from their files (:func:`~monai_danil.handlers.figures.load_display_image`,
+    the bundles' loading transform), never from the batch tensors, which are augmented and
+    resized. Each
     image is shown at its native size, or shrunk to ``tile_size`` if larger, or enlarged by a whole
     factor (pixel blocks) if at most half of it.
 
@@ -389,7 +391,7 @@ class DistractorPairsHandler(_TensorBoardWriter):
             return None
         try:
             return fit_tile(self.loader(source), self.tile_size)
-        except OSError as error:  # a display problem must not stop a training run
+        except (OSError, BadImageError) as error:  # a display problem must not stop a training run
             self.logger.warning(f"DistractorPairsHandler: cannot show sample {sample_id} ({source}): {error}")
             return None
 

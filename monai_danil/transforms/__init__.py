@@ -1,8 +1,10 @@
 """MONAI transforms for the three image domains of the bundles: fundus, dermoscopy, histology.
 
-Every transform takes channel-first ``(C, H, W)`` RGB images with values in [0, 255], as numpy
-arrays or torch tensors (MetaTensor too), and returns the same type. Each has a dictionary
-version (suffix ``d``, aliases ``D`` and ``Dict``), as in MONAI.
+``LoadRGBImaged`` loads every bundle's images, whatever their format (PNG, JPEG, BMP, TIFF, DICOM,
+NIfTI), as channel-first RGB in [0, 255]. Every other transform takes channel-first ``(C, H, W)``
+RGB images with values in [0, 255], as numpy arrays or torch tensors (MetaTensor too), and returns
+the same type. Each has a dictionary version (suffix ``d``, aliases ``D`` and ``Dict``), as in
+MONAI.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from .fundus import (
     circular_field_of_view_mask,
     fundus_field_of_view,
 )
+from .io import (
+    BadImageError,
+    LoadRGBImage,
+    LoadRGBImaged,
+    LoadRGBImageD,
+    LoadRGBImageDict,
+    image_format,
+)
 from .histology import (
     HEStainNormalize,
     HEStainNormalized,
@@ -40,6 +50,11 @@ from .histology import (
 )
 
 __all__ = [
+    "BadImageError",
+    "LoadRGBImage",
+    "LoadRGBImageD",
+    "LoadRGBImageDict",
+    "LoadRGBImaged",
     "FundusFieldOfViewCrop",
     "FundusFieldOfViewCropD",
     "FundusFieldOfViewCropDict",
@@ -64,5 +79,6 @@ __all__ = [
     "dullrazor_hair_mask",
     "extractor_reports_eosin_first",
     "fundus_field_of_view",
+    "image_format",
     "shades_of_gray_illuminant",
 ]
