@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -494,6 +495,8 @@ class AccuracyBenchmark:
                 "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
             },
             "cross_validation": self.folds.record() if self.folds is not None else None,
+            # the scored images in the order of every run's "probs"
+            "scored": {"ids": [int(i) for i in results[0].ids], "labels": [int(v) for v in labels]},
             "methods": methods,
             "notes": notes,
         }
@@ -532,9 +535,19 @@ def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: n
             writer.writerow([int(index), int(label), *[f"{p:.6f}" for p in row]])
 
 
+# a list of numbers (the kept predictions, fold lists) on one line: the files stay small and readable
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+
+
+def dumps_report(report: Mapping[str, Any]) -> str:
+    """The report as indented JSON with every list of numbers on one line (no NaN: ``allow_nan=False``)."""
+    text = json.dumps(report, indent=2, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
+
+
 def _write_json(path: str | os.PathLike, report: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(dumps_report(report), encoding="utf-8")
     os.replace(tmp, path)

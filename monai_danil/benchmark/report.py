@@ -33,7 +33,7 @@ __all__ = [
 #: control that draws its distractor at random (what the mining must beat)
 BASELINES = ("ce", "random")
 #: decimals of the probabilities kept in the JSON (enough for AUC; a few ties may appear)
-PROB_DIGITS = 5
+PROB_DIGITS = 4
 
 
 def finite(value: Any) -> float | None:
@@ -82,30 +82,26 @@ class RunResult:
                 best_epoch=self.best_epoch, best_val_score=self.best_val_score, val_curve=self.val_curve,
                 run_dir=self.run_dir,
             )
-        # what merge_reports needs to compare runs of other benchmark files with these
-        entry["predictions"] = {
-            "ids": [int(i) for i in self.ids],
-            "labels": [int(v) for v in self.labels],
-            "probs": [[round(float(p), PROB_DIGITS) for p in row] for row in self.probs],
-        }
+        # what merge_reports needs to compare runs of other benchmark files with these; the scored images'
+        # ids and labels, the same for every run, are the report's "scored"
+        entry["probs"] = [[round(float(p), PROB_DIGITS) for p in row] for row in self.probs]
         return entry
 
     @classmethod
-    def from_record(cls, method: str, record: Mapping[str, Any]) -> RunResult:
-        """A run back from its JSON record (for :func:`merge_reports`).
+    def from_record(cls, method: str, record: Mapping[str, Any], scored: Mapping[str, Any]) -> RunResult:
+        """A run back from its JSON record and the report's ``scored`` images (for :func:`merge_reports`).
 
         Raises:
-            ValueError: for a record written before predictions were kept in the JSON.
+            ValueError: for a record written before probabilities were kept in the JSON.
         """
-        if "predictions" not in record:
-            raise ValueError(f"the {method!r} seed {record.get('seed')} record has no predictions to compare.")
-        predictions = record["predictions"]
+        if "probs" not in record:
+            raise ValueError(f"the {method!r} seed {record.get('seed')} record has no probabilities to compare.")
         return cls(
             method, int(record["seed"]), {k: record.get(k) for k in METRIC_NAMES}, float(record["seconds"]),
             float(record.get("predict_seconds", 0.0)), int(record.get("best_epoch", -1)), record.get("best_val_score"),
             list(record.get("val_curve", [])), str(record.get("run_dir", "")),
-            np.asarray(predictions["labels"], dtype=np.int64), np.asarray(predictions["probs"], dtype=np.float64),
-            np.asarray(predictions["ids"], dtype=np.int64), None, list(record.get("folds", [])),
+            np.asarray(scored["labels"], dtype=np.int64), np.asarray(record["probs"], dtype=np.float64),
+            np.asarray(scored["ids"], dtype=np.int64), None, list(record.get("folds", [])),
         )
 
 
@@ -203,7 +199,7 @@ _HEADERS = {
 
 
 def _same_setting(first: Mapping[str, Any], other: Mapping[str, Any], name: str) -> None:
-    for key in ("task", "split", "n_images", "selection_metric", "class_names"):
+    for key in ("task", "split", "n_images", "selection_metric", "class_names", "scored"):
         if first.get(key) != other.get(key):
             raise ValueError(f"{name}: {key} is {other.get(key)!r}, the first file's is {first.get(key)!r}.")
     folds, theirs = first.get("cross_validation"), other.get("cross_validation")
@@ -245,7 +241,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], we
                 label = f"{method}@{name}"
             origin.setdefault(label, (report, name))
             for record in entry["runs"]:
-                result = RunResult.from_record(label, record)
+                result = RunResult.from_record(label, record, report["scored"])
                 known = runs.setdefault(label, {}).get(result.seed)
                 if known is not None and not np.allclose(known.probs, result.probs, atol=10.0 ** -PROB_DIGITS):
                     raise ValueError(f"{label} seed {result.seed} differs between files although configured alike.")
@@ -255,6 +251,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], we
     merged = compare_methods(results, methods, len(first["class_names"]), weights)
     return {
         **{k: first[k] for k in ("task", "profile", "split", "selection_metric", "n_images", "class_counts", "class_names")},
+        "scored": first["scored"],
         "complete": all(r.get("complete", False) for r in reports),
         "cross_validation": first.get("cross_validation"),
         "config": {
