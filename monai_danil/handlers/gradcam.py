@@ -18,6 +18,7 @@ from torch import nn
 from monai_danil.networks import unwrap_network
 
 from .prediction_saver import _per_sample
+from .utils import attach_once
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -147,13 +148,14 @@ class GradCAMSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on the round's start, iterations and end (idempotent)."""
-        for event, handler in (
-            (Events.EPOCH_STARTED, self.reset),
-            (Events.ITERATION_COMPLETED, self),
-            (Events.EPOCH_COMPLETED, self.publish),
-        ):
-            if not engine.has_event_handler(handler, event):
-                engine.add_event_handler(event, handler)
+        attach_once(
+            engine,
+            [
+                (Events.EPOCH_STARTED, self.reset),
+                (Events.ITERATION_COMPLETED, self),
+                (Events.EPOCH_COMPLETED, self.publish),
+            ],
+        )
 
     def _staging_prefix(self) -> str:
         return f".{self.output_dir.name}.tmp-"
