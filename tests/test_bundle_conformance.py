@@ -86,7 +86,8 @@ def test_metrics_are_one_target_each_and_data_defaults_inside_the_bundle(task):
     built = [parser.get_parsed_content(f"validate#{section}#{name}")
              for section in ("key_metric", "additional_metrics") for name in validate[section]]
     assert all(isinstance(metric, ClassificationMetricHandler) for metric in built)
-    (drawn,) = [i for i, h in enumerate(validate["handlers"]) if h["_target_"].endswith("ConfusionMatrixTensorBoardHandler")]
+    targets = [handler["_target_"] for handler in validate["handlers"]]
+    drawn = targets.index("monai_danil.handlers.ConfusionMatrixTensorBoardHandler")
     assert isinstance(parser.get_parsed_content(f"validate#handlers#{drawn}#metric"), ConfusionMatrix)
     assert "--dataset_dir DIR` is how" in (bundle / "docs" / "README.md").read_text().replace("\n", " ")
 

@@ -239,7 +239,8 @@ def test_projector_files_hold_every_validation_image(run):
 def test_projector_without_datalist_shows_the_network_inputs(tmp_path):
     net = create_network("resnet18", 2)
     data = [{"image": torch.rand(3, 16, 16) * (i + 1), "label": i % 2, "id": i} for i in range(5)]
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=DataLoader(data, batch_size=2), network=net)
+    loader = DataLoader(data, batch_size=2)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net)
     projector = EmbeddingProjectorHandler(net, ["a", "b"], log_dir=str(tmp_path), max_samples=3, thumbnail_size=8)
     projector.attach(evaluator)
     evaluator.run()

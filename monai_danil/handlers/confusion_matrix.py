@@ -11,9 +11,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from .distractor_pairs import DistractorPairsHandler
 from .figures import confusion_figure, markdown_table
 from .summary_writer import LazyTensorBoardHandler
-from .utils import attach_once, check_class_names, check_int, from_engine_batched, is_rank_zero
+from .utils import attach_round, check_class_names, check_int, from_engine_batched, is_rank_zero
 
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 ConfusionMatrix, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ConfusionMatrix")
 if TYPE_CHECKING:  # annotations only
     from ignite.engine import Engine
@@ -101,14 +100,7 @@ class ConfusionMatrixTensorBoardHandler(LazyTensorBoardHandler):
 
     def attach(self, engine: Engine) -> None:
         """Register on the evaluator's epoch and iteration events (idempotent)."""
-        attach_once(
-            engine,
-            [
-                (Events.EPOCH_STARTED, self.reset),
-                (Events.ITERATION_COMPLETED, self.update),
-                (Events.EPOCH_COMPLETED, self.write),
-            ],
-        )
+        attach_round(engine, self.reset, self.update, self.write)
 
     def reset(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: a new round; count only in rounds that are written."""

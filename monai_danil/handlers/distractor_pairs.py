@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.engines.utils import IterationEvents
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_danil.transforms.io.array import BadImageError
 
 from .distractor_mining import DistractorMiningHandler
 from .figures import PairTile, fit_tile, load_display_image, markdown_table, pair_grid
 from .summary_writer import LazyTensorBoardHandler
-from .utils import attach_once, check_class_names, check_int, datalist_sources, is_rank_zero
+from .utils import attach_round, check_class_names, check_int, datalist_sources, is_rank_zero
 
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:  # annotations only
     from ignite.engine import Engine
     from torch.utils.tensorboard import SummaryWriter
@@ -122,14 +120,7 @@ class DistractorPairsHandler(LazyTensorBoardHandler):
 
     def attach(self, engine: Engine) -> None:
         """Register on the trainer's epoch and iteration events (idempotent)."""
-        attach_once(
-            engine,
-            [
-                (Events.EPOCH_STARTED, self.reset),
-                (IterationEvents.LOSS_COMPLETED, self.collect),
-                (Events.EPOCH_COMPLETED, self.write),
-            ],
-        )
+        attach_round(engine, self.reset, self.collect, self.write, IterationEvents.LOSS_COMPLETED)
 
     def reset(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: start the epoch's counts."""

@@ -16,7 +16,7 @@ from monai_danil.networks import NeuronTap
 
 from .figures import load_display_image, square_thumbnail
 from .summary_writer import LazyTensorBoardHandler
-from .utils import attach_once, check_class_names, check_int, datalist_sources, is_rank_zero
+from .utils import attach_once, attach_round, check_class_names, check_int, datalist_sources, is_rank_zero
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:  # annotations only
@@ -124,14 +124,7 @@ class EmbeddingProjectorHandler(LazyTensorBoardHandler):
     def attach(self, engine: Engine) -> None:
         """Collect during the evaluator's rounds, write at ``engine``'s ``COMPLETED`` (idempotent)."""
         evaluator = self.evaluator if self.evaluator is not None else engine
-        attach_once(
-            evaluator,
-            [
-                (Events.EPOCH_STARTED, self.start_round),
-                (IterationEvents.FORWARD_COMPLETED, self.collect),
-                (Events.EPOCH_COMPLETED, self.end_round),
-            ],
-        )
+        attach_round(evaluator, self.start_round, self.collect, self.end_round, IterationEvents.FORWARD_COMPLETED)
         attach_once(engine, [(Events.COMPLETED, self.write_last)])
 
     def start_round(self, engine: Engine) -> None:

@@ -11,19 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_danil.data.atomic import write_atomically
 
-from .utils import attach_once, is_rank_zero
+from .utils import attach_round, is_rank_zero
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine, Events
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
-    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:  # annotations only
+    from ignite.engine import Engine
 
 __all__ = ["PredictionSaver"]
 
@@ -106,14 +100,7 @@ class PredictionSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on the round's start, iterations and end (idempotent)."""
-        attach_once(
-            engine,
-            [
-                (Events.EPOCH_STARTED, self.reset),
-                (Events.ITERATION_COMPLETED, self.collect),
-                (Events.EPOCH_COMPLETED, self.write),
-            ],
-        )
+        attach_round(engine, self.reset, self.collect, self.write)
 
     def reset(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: forget the previous round."""

@@ -12,11 +12,13 @@ import torch
 from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
 
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:  # annotations only
     from ignite.engine import Engine
 
 __all__ = [
     "attach_once",
+    "attach_round",
     "check_class_names",
     "check_int",
     "datalist_sources",
@@ -76,7 +78,8 @@ def from_engine_batched(keys: Sequence[str]) -> Callable[[Any], tuple[torch.Tens
 
 
 def is_rank_zero() -> bool:
-    """Whether this process writes: rank 0 under ``torch.distributed`` (ignite's ``idist.get_rank``), or the only one."""
+    """Whether this process writes: rank 0 under ``torch.distributed``, or the only one."""
+    # ignite's idist.get_rank: 0 without torch.distributed
     return idist.get_rank() == 0
 
 
@@ -100,6 +103,30 @@ def attach_once(engine: Engine, handlers: Iterable[tuple[Any, Callable[[Engine],
     for event, handler in handlers:
         if not engine.has_event_handler(handler, event):
             engine.add_event_handler(event, handler)
+
+
+def attach_round(
+    engine: Engine,
+    start: Callable[[Engine], None],
+    step: Callable[[Engine], None],
+    end: Callable[[Engine], None],
+    step_event: Any = None,
+) -> None:
+    """Attach a handler that works in rounds: ``start`` as an epoch starts, ``step`` per iteration, ``end`` as it ends.
+
+    The shape of every handler here that collects over a round (an evaluator's pass, a training
+    epoch) and writes at its end; attaching twice registers once (:func:`attach_once`).
+
+    Args:
+        engine: the ignite engine.
+        start: called at ``EPOCH_STARTED``.
+        step: called at ``step_event``.
+        end: called at ``EPOCH_COMPLETED``.
+        step_event: the per-iteration event, e.g. MONAI's ``IterationEvents.LOSS_COMPLETED``.
+            Default ``None``: ``Events.ITERATION_COMPLETED``.
+    """
+    step_event = Events.ITERATION_COMPLETED if step_event is None else step_event
+    attach_once(engine, [(Events.EPOCH_STARTED, start), (step_event, step), (Events.EPOCH_COMPLETED, end)])
 
 
 def check_int(value: int, name: str, minimum: int = 1) -> int:
