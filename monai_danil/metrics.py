@@ -41,6 +41,7 @@ from sklearn.metrics import (
 __all__ = [
     "METRIC_NAMES",
     "ClassificationMetric",
+    "class_indices",
     "ClassificationMetricHandler",
     "classification_report",
     "evaluation_report",
@@ -66,42 +67,70 @@ def _class_scores(y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     return y_pred.float()
 
 
-def _class_indices(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Turns labels given as indices (B,), (B, 1) or one-hot (B, C) into int64 class indices (B,).
+def _label_values(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels as indices (B,), (B, 1) or one-hot (B, C) to one float per sample, on their device, without a host sync.
+
+    A one-hot row that is not exactly one 1 among zeros becomes ``-inf``; every other value is kept as
+    it is, so :func:`class_indices` can name it. Float, so that a bad value survives to be reported.
 
     Raises:
-        ValueError: When the shape is none of these, a one-hot row is not exactly one 1 among zeros,
-            or an index is not an integer in ``[0, num_classes)``.
+        ValueError: when the shape is none of these (the shape is known without a sync).
     """
     if y.ndim == 2 and y.shape[1] == num_classes:
         is_one_hot = ((y == 0) | (y == 1)).all(dim=1) & (y.sum(dim=1) == 1)
-        if not bool(is_one_hot.all()):
-            row = int(torch.nonzero(~is_one_hot)[0, 0])
-            raise ValueError(
-                f"one-hot label row {row} is {y[row].tolist()}; expected exactly one 1 and zeros elsewhere."
-            )
-        return y.argmax(dim=1)
+        return torch.where(is_one_hot, y.argmax(dim=1).float(), -math.inf)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(
             f"y must be class indices (B,) or (B, 1), or one-hot (B, {num_classes}); got shape {tuple(y.shape)}."
         )
-    bad = (y < 0) | (y >= num_classes)
-    if y.is_floating_point():
-        bad |= y != torch.round(y)
+    return y.float()
+
+
+def _checked_indices(values: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 class indices from :func:`_label_values`; one host sync for the whole set.
+
+    Raises:
+        ValueError: naming the first sample that is not a class index in ``[0, num_classes)`` or not a
+            valid one-hot row.
+    """
+    bad = ~((values >= 0) & (values < num_classes) & (values == torch.round(values)))
     if bool(bad.any()):
         position = int(torch.nonzero(bad)[0, 0])
-        raise ValueError(
-            f"label {y[position].item()} at position {position} is not a class index in [0, {num_classes})."
-        )
-    return y.long()
+        value = float(values[position])
+        if value == -math.inf:
+            raise ValueError(f"one-hot label row {position} is not exactly one 1 among zeros.")
+        shown = int(value) if value.is_integer() else value
+        raise ValueError(f"label {shown} at position {position} is not a class index in [0, {num_classes}).")
+    return values.long()
+
+
+def class_indices(y: Any, num_classes: int) -> torch.Tensor:
+    """Labels given as indices (N,), (N, 1) or one-hot (N, C) as int64 class indices (N,), checked.
+
+    The one label conversion of the package: the metrics and the handlers read labels with it.
+
+    Args:
+        y: labels, as a tensor, array or list (of numbers or of per-sample tensors).
+        num_classes: number of classes C.
+
+    Raises:
+        ValueError: when the shape is none of these, a one-hot row is not exactly one 1 among zeros,
+            or an index is not an integer in ``[0, num_classes)``.
+
+    Example:
+        >>> class_indices([[0, 1, 0], [1, 0, 0]], 3)
+        tensor([1, 0])
+    """
+    values = _label_values(convert_to_tensor(y, track_meta=False, wrap_sequence=True), num_classes)
+    return _checked_indices(values, num_classes)
 
 
 def _as_arrays(y_true: Any, y_prob: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated numpy copies: int64 class indices (N,) and float64 class scores (N, C)."""
     scores = _class_scores(convert_to_tensor(y_prob, track_meta=False, wrap_sequence=True), num_classes)
-    labels = _class_indices(convert_to_tensor(y_true, track_meta=False, wrap_sequence=True), num_classes)
+    labels = class_indices(y_true, num_classes)
     if len(labels) != len(scores):
         raise ValueError(f"y_true has {len(labels)} samples but y_prob has {len(scores)}.")
     if len(labels) == 0:
@@ -282,7 +311,9 @@ class ClassificationMetric(CumulativeIterationMetric):
     negatives.
 
     Inputs follow MONAI: batch-first tensors or lists of per-sample tensors, as evaluators deliver
-    them after decollation.
+    them after decollation. The buffers stay on the inputs' device; labels are checked and
+    everything is copied to the host once per epoch, in ``aggregate()``, so a bad label value is
+    reported there (shapes are checked at once).
 
     Args:
         metric_name: one of ``"accuracy"``, ``"balanced_accuracy"``, ``"macro_f1"``, ``"auc"``, ``"kappa"``.
@@ -309,25 +340,28 @@ class ClassificationMetric(CumulativeIterationMetric):
         self.metric_name = metric_name
         self.num_classes = _check_num_classes(num_classes)
         self.softmax = softmax
-        self._warned_probabilities = False
+        self._checked_probabilities = False
 
     def _compute_tensor(  # type: ignore[override]
         self, y_pred: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validates one batch and returns what the buffers keep: class scores (B, C) and indices (B,).
+        """Returns what the buffers keep, on the device: class scores (B, C) and one label value per sample (B,).
+
+        MONAI calls this once per sample after decollation, so nothing here waits for the device:
+        shapes are checked now, label values once per epoch in :meth:`aggregate` (the label values
+        are floats until then, so that a bad one can be named).
 
         Args:
             y_pred: logits, or probabilities with ``softmax=False``, shaped (B, C).
             y: class indices (B,) or (B, 1), or one-hot (B, C).
 
         Raises:
-            ValueError: When ``y`` is missing, a shape is wrong, the batch sizes differ, or a label is
-                not a class index in ``[0, num_classes)``.
+            ValueError: When ``y`` is missing, a shape is wrong, or the batch sizes differ.
         """
         if y is None:
             raise ValueError(f"{self.__class__.__name__} needs labels y, got None.")
         scores = _class_scores(convert_to_tensor(y_pred, track_meta=False), self.num_classes)
-        labels = _class_indices(convert_to_tensor(y, track_meta=False), self.num_classes)
+        labels = _label_values(convert_to_tensor(y, track_meta=False), self.num_classes)
         if len(labels) != len(scores):
             raise ValueError(f"y_pred has {len(scores)} samples but y has {len(labels)}.")
         if self.softmax:
@@ -336,11 +370,12 @@ class ClassificationMetric(CumulativeIterationMetric):
         return scores, labels
 
     def _warn_if_probabilities(self, scores: torch.Tensor) -> None:
-        if self._warned_probabilities or len(scores) == 0:
+        # the first batch only: one host sync in the metric's life, not one per sample
+        if self._checked_probabilities or len(scores) == 0:
             return
+        self._checked_probabilities = True
         ones = torch.ones(len(scores), dtype=scores.dtype, device=scores.device)
         if bool((scores >= 0).all()) and torch.allclose(scores.sum(dim=1), ones, atol=1e-4):
-            self._warned_probabilities = True
             warnings.warn(
                 f"{self.__class__.__name__}({self.metric_name!r}) applies softmax to y_pred, whose rows already"
                 " sum to 1; pass softmax=False if they are probabilities (AUC differs, the argmax does not).",
@@ -350,11 +385,16 @@ class ClassificationMetric(CumulativeIterationMetric):
     def aggregate(self) -> float:
         """Computes the metric over every sample added since the last ``reset()``.
 
+        The buffers (under ``torch.distributed``, every rank's) are checked and copied to the host
+        once, then scored with scikit-learn.
+
         Returns:
             The metric as a float; ``float("nan")`` for AUC when undefined (see the class docstring).
 
         Raises:
-            ValueError: When no sample has been added.
+            ValueError: When no sample has been added, or a label is not a class index in
+                ``[0, num_classes)`` or a valid one-hot row (the message names its position among
+                the samples added).
         """
         buffers = self.get_buffer()
         if buffers is None:
@@ -362,6 +402,7 @@ class ClassificationMetric(CumulativeIterationMetric):
                 f"{self.__class__.__name__}({self.metric_name!r}) has no samples; call it on a batch first."
             )
         scores, labels = buffers
+        labels = _checked_indices(labels, self.num_classes)
         y_true, y_prob = labels.cpu().numpy(), scores.cpu().double().numpy()
         value = _compute(self.metric_name, y_true, y_prob, self.num_classes)
         if value is not None:
@@ -396,8 +437,9 @@ class ClassificationMetricHandler(IgniteMetricHandler):
         num_classes: number of classes C (>= 2).
         output_transform: callable extracting ``(y_pred, y)`` from ``engine.state.output``, as batch-first
             tensors or lists of per-sample tensors. Defaults to the identity.
-        save_details: store the buffered ``[scores, labels]`` in ``engine.state.metric_details`` under
-            the metric's name. Defaults to ``False``.
+        save_details: store the buffered ``[scores, labels]`` (probabilities, or the scores as given
+            with ``softmax=False``, and the labels as float class numbers) in ``engine.state.metric_details``
+            under the metric's name. Defaults to ``False``.
         softmax: apply softmax to ``y_pred`` (logits). Defaults to ``True``; use ``False`` after a
             post-processing softmax.
 

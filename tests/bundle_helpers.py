@@ -28,7 +28,7 @@ def copy_bundle(name: str, root: Path) -> Path:
     """Copy ``bundles/<name>`` to ``root/bundles/<name>``, links kept, outputs of earlier runs left out."""
     target = root / "bundles" / name
     shutil.copytree(
-        BUNDLES / name, target, symlinks=True, ignore=shutil.ignore_patterns("models", "logs", "eval", "synthetic_demo")
+        BUNDLES / name, target, symlinks=True, ignore=shutil.ignore_patterns("models", "logs", "eval", "synthetic_demo", "data")
     )
     # the top-level links point inside the bundle except LICENSE, which points at the repository's
     (target / "LICENSE").unlink()

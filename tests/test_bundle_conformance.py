@@ -60,6 +60,39 @@ def test_every_handler_entry_is_a_dict_with_a_target(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_metrics_are_one_target_each_and_data_defaults_inside_the_bundle(task):
+    """As the model zoo lists metrics; one ``dataset_dir`` convention, stated in each bundle's README."""
+    from ignite.metrics import ConfusionMatrix
+
+    from monai_danil.metrics import ClassificationMetricHandler
+
+    bundle = BUNDLES / task
+    for name in ("train.json", "inference.json"):
+        text = (bundle / "configs" / name).read_text()
+        assert "environ" not in text, name
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / name))
+        parser.read_meta(str(bundle / "configs" / "metadata.json"))
+        parser.config.update({"bundle_root": str(bundle), "device": "cpu"})  # type: ignore[union-attr]
+        assert Path(parser.get_parsed_content("dataset_dir")).parent == bundle, name
+    validate = json.loads((bundle / "configs" / "train.json").read_text())["validate"]
+    assert "metric" not in validate
+    metrics = {**validate["key_metric"], **validate["additional_metrics"]}
+    assert all(isinstance(entry, dict) and "_target_" in entry for entry in metrics.values())
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser.config.update({"device": "cpu"})  # type: ignore[union-attr]
+    built = [parser.get_parsed_content(f"validate#{section}#{name}")
+             for section in ("key_metric", "additional_metrics") for name in validate[section]]
+    assert all(isinstance(metric, ClassificationMetricHandler) for metric in built)
+    targets = [handler["_target_"] for handler in validate["handlers"]]
+    drawn = targets.index("monai_danil.handlers.ConfusionMatrixTensorBoardHandler")
+    assert isinstance(parser.get_parsed_content(f"validate#handlers#{drawn}#metric"), ConfusionMatrix)
+    assert "--dataset_dir DIR` is how" in (bundle / "docs" / "README.md").read_text().replace("\n", " ")
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_inference_config_builds_without_metadata(task):
     """As MONAI Label parses it: a plain ConfigParser, no ``_meta_``, ``bundle_root`` set to the bundle."""
     bundle = BUNDLES / task

@@ -29,15 +29,14 @@ TRAIN_IMAGES, VAL_IMAGES, CI_SIZE = 7263, 1252, 32
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root):
-    """One epoch of the literal command on the real skin data, found through ``MONAI_DANIL_DATA``."""
+def trained(tmp_path_factory, skin_dir):
+    """One epoch of the literal command (the README's) on the real skin data."""
     root = tmp_path_factory.mktemp("skin")
     bundle = copy_bundle("skin", root)
     result = run_module(
         ["monai.bundle", "run", "training", "--config_file", "bundles/skin/train.json",
-         "--epochs", "1", "--image_size", str(CI_SIZE)],
+         "--dataset_dir", str(skin_dir), "--epochs", "1", "--image_size", str(CI_SIZE)],
         cwd=root,
-        env={"MONAI_DANIL_DATA": str(data_root)},
     )
     return root, bundle, result.stdout + result.stderr
 

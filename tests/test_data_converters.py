@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -79,6 +80,9 @@ def test_ham10000_full_file(skin_dir: Path, tmp_path: Path) -> None:
 
     datalist = read_manifest(tmp_path / "ham", split="val", class_names=HAM10000_CLASSES)
     assert Path(datalist[0]["image"]).is_absolute() and Path(datalist[0]["image"]).is_file()
+    # paths relative to the output folder, so the download and the output can move together
+    assert all(r["relative_path"].startswith("../") for r in rows)
+    assert Path(datalist[0]["image"]).resolve().parent == (skin_dir / "images").resolve()
     # the images are referenced, not copied
     assert sorted(p.name for p in (tmp_path / "ham").iterdir()) == ["manifest.csv"]
 
@@ -281,7 +285,7 @@ def test_folders_kather2016(pathology_dir: Path, tmp_path: Path) -> None:
     # same files as the dataset's own manifest
     listed = _rows(pathology_dir / "manifest_kather2016_samples.csv")
     own = {str((pathology_dir / r["relative_path"]).resolve()) for r in listed}
-    assert {r["relative_path"] for r in rows} == own
+    assert {os.path.normpath((tmp_path / "kather").resolve() / r["relative_path"]) for r in rows} == own
 
 
 def test_folders_nct_crc_he(pathology_dir: Path, tmp_path: Path) -> None:
@@ -296,7 +300,7 @@ def test_folders_nct_crc_he(pathology_dir: Path, tmp_path: Path) -> None:
         (tree / tile.name.split("-")[0] / tile.name).symlink_to(tile)
     rows = _rows(convert_folders(tree, tmp_path / "nct"))
     assert sorted(r["label"] for r in rows) == ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
-    with Image.open(rows[0]["relative_path"]) as tile:
+    with Image.open(tmp_path / "nct" / rows[0]["relative_path"]) as tile:
         assert tile.size == (224, 224)
 
 
@@ -332,7 +336,10 @@ def test_folders_of_dicom_nifti_and_tiff_point_at_the_files_as_they_are(patholog
     write_dicom(tree / "DICOMDIR", np.zeros((2, 2), np.uint8), "MONOCHROME2", pixel_data=False)
     (tree / "01_TUMOR" / "notes.txt").write_text("not an image")
     rows = _rows(convert_folders(tree, tmp_path / "out"))
-    assert {r["relative_path"]: r["label"] for r in rows} == {path: label for path, (_, label) in written.items()}
+    out = (tmp_path / "out").resolve()
+    assert {os.path.normpath(out / r["relative_path"]): r["label"] for r in rows} == {
+        path: label for path, (_, label) in written.items()
+    }
     load = LoadRGBImaged(keys="image")
     for item in read_manifest(tmp_path / "out", class_names=sorted({label for _, label in written.values()})):
         tile = written[item["image"]][0]

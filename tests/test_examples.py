@@ -1,12 +1,20 @@
-"""The documented plain-PyTorch example runs as shown in the README."""
+"""The documented examples run as shown: the README's plain-PyTorch loop and the runnable docstring examples."""
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
+
+# modules whose every ``Example:`` is a complete snippet (the others name a trainer or writer they assume)
+DOCTESTED = ("monai_danil.handlers.distractor_mining", "monai_danil.handlers.utils", "monai_danil.data.atomic",
+             "monai_danil.metrics")
 
 
 def test_plain_pytorch_loop_example_runs():
@@ -28,3 +36,9 @@ def test_readme_snippet_matches_the_example():
                  "miner.mine(features, logits, labels, classifier_weight=tap.classifier_weight, ids=ids)",
                  "miner.update(features, labels, ids)"):
         assert call in readme and call in example
+
+
+@pytest.mark.parametrize("name", DOCTESTED)
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -14,13 +14,14 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from ignite.metrics import ConfusionMatrix
 from monai.handlers import LrScheduleHandler, TensorBoardStatsHandler, ValidationHandler, from_engine
 from monai.transforms import Compose, EnsureTyped, LoadImaged, Resized, ScaleIntensityRanged
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-import monai_danil.handlers.tensorboard as tensorboard_module
+import monai_danil.handlers.utils as handler_utils
 from conftest import REPO_ROOT
 from monai_danil.data import read_manifest, write_manifest
 from monai_danil.handlers import (
@@ -30,9 +31,10 @@ from monai_danil.handlers import (
     DistractorPairsHandler,
     EmbeddingProjectorHandler,
     LearningRateTensorBoardHandler,
+    from_engine_batched,
     from_engine_dict,
 )
-from monai_danil.handlers.figures import confusion_figure, fit_tile, load_display_image
+from monai_danil.handlers.figures import confusion_figure, fit_tile, load_display_image, square_thumbnail
 from monai_danil.losses import DistractorAwareLoss
 from monai_danil.metrics import ClassificationMetricHandler
 from monai_danil.mining import DistractorMiner
@@ -89,7 +91,8 @@ def run(tmp_path_factory, skin_dir):
     pairs = DistractorPairsHandler(
         mining, train_files, SKIN_CLASSES, summary_writer=writer, interval=2, num_pairs=6, columns=3
     )
-    confusion = ConfusionMatrixTensorBoardHandler(SKIN_CLASSES, summary_writer=writer, distractor_pairs=pairs)
+    counted = ConfusionMatrix(len(SKIN_CLASSES), output_transform=from_engine_batched(["pred", "label"]))
+    confusion = ConfusionMatrixTensorBoardHandler(SKIN_CLASSES, counted, summary_writer=writer, distractor_pairs=pairs)
     metric = lambda name: ClassificationMetricHandler(  # noqa: E731
         metric_name=name, num_classes=len(SKIN_CLASSES), output_transform=from_engine(["pred", "label"])
     )
@@ -101,7 +104,7 @@ def run(tmp_path_factory, skin_dir):
         additional_metrics={name: metric(name[4:]) for name in VAL_METRICS[1:]},
         val_handlers=[TensorBoardStatsHandler(summary_writer=writer, iteration_log=False), confusion],
     )
-    projector = EmbeddingProjectorHandler(net, val_loader, SKIN_CLASSES, datalist=val_files, summary_writer=writer)
+    projector = EmbeddingProjectorHandler(net, SKIN_CLASSES, evaluator, datalist=val_files, summary_writer=writer)
     trainer = SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=EPOCHS,
@@ -123,6 +126,8 @@ def run(tmp_path_factory, skin_dir):
             projector,
         ],
     )
+    forward_passes: list[int] = []
+    net.register_forward_hook(lambda *args: forward_passes.append(1))
     trainer.run()
     writer.close()
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -130,7 +135,8 @@ def run(tmp_path_factory, skin_dir):
     return {
         "log_dir": Path(log_dir), "events": events, "trainer": trainer, "net": net, "mining": mining,
         "pairs": pairs, "confusion": confusion, "train_files": train_files, "val_files": val_files,
-        "val_loader": val_loader,
+        "val_loader": val_loader, "forward_passes": len(forward_passes),
+        "train_batches": len(trainer.data_loader),
     }
 
 
@@ -226,6 +232,27 @@ def test_projector_files_hold_every_validation_image(run):
     # the first thumbnail is the first validation file, padded into a square, in its own colours
     first = np.asarray(Image.open(run["val_files"][0]["image"]).resize((32, 24), Image.Resampling.LANCZOS))
     assert np.abs(sprite[4:28, :32].astype(int) - first.astype(int)).mean() < 3.0
+    # read during the evaluator's own pass: no forward pass beyond training's and validation's
+    assert run["forward_passes"] == EPOCHS * (run["train_batches"] + len(run["val_loader"]))
+
+
+def test_projector_without_datalist_shows_the_network_inputs(tmp_path):
+    net = create_network("resnet18", 2)
+    data = [{"image": torch.rand(3, 16, 16) * (i + 1), "label": i % 2, "id": i} for i in range(5)]
+    loader = DataLoader(data, batch_size=2)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net)
+    projector = EmbeddingProjectorHandler(net, ["a", "b"], log_dir=str(tmp_path), max_samples=3, thumbnail_size=8)
+    projector.attach(evaluator)
+    evaluator.run()
+    folder = tmp_path / "00001" / "val_features"
+    assert len((folder / "tensors.tsv").read_text().splitlines()) == 3
+    assert [row.split("\t")[2] for row in (folder / "metadata.tsv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+    # the first thumbnail is the first input scaled to its own range (0..255), fitted into 8 x 8
+    image = data[0]["image"]
+    scaled = ((image - image.min()) / (image.max() - image.min()) * 255).round().to(torch.uint8)
+    expected = square_thumbnail(scaled.permute(1, 2, 0).numpy(), 8)
+    sprite = np.asarray(Image.open(folder / "sprite.png"))
+    assert sprite.shape == (16, 16, 3) and np.abs(sprite[:8, :8].astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_bank_ids_are_int64_in_a_weights_only_checkpoint(run, tmp_path):
@@ -236,7 +263,7 @@ def test_bank_ids_are_int64_in_a_weights_only_checkpoint(run, tmp_path):
 
 
 def test_only_rank_zero_writes(monkeypatch, tmp_path, skin_dir):
-    monkeypatch.setattr(tensorboard_module, "_rank", lambda: 1)
+    monkeypatch.setattr(handler_utils.idist, "get_rank", lambda: 1)
     files = read_manifest(skin_dir, "train", SKIN_CLASSES)[:8]
     net = create_network("resnet18", len(SKIN_CLASSES))
     loss = DistractorAwareLoss()
@@ -246,11 +273,16 @@ def test_only_rank_zero_writes(monkeypatch, tmp_path, skin_dir):
         {"image": torch.rand(3, 16, 16), "label": torch.tensor(i % 7), "id": item["id"]} for i, item in enumerate(files)
     ]
     loader = DataLoader(data, batch_size=4)
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=loader, network=net,
+        val_handlers=[ConfusionMatrixTensorBoardHandler(SKIN_CLASSES, log_dir=str(tmp_path))],
+    )
     handlers = [
         mining,
         LearningRateTensorBoardHandler(optimizer, log_dir=str(tmp_path)),
         DistractorPairsHandler(mining, files, SKIN_CLASSES, log_dir=str(tmp_path)),
-        EmbeddingProjectorHandler(net, loader, SKIN_CLASSES, log_dir=str(tmp_path)),
+        ValidationHandler(validator=evaluator, epoch_level=True, interval=1),
+        EmbeddingProjectorHandler(net, SKIN_CLASSES, evaluator, log_dir=str(tmp_path)),
     ]
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=net,
@@ -274,7 +306,7 @@ def test_attach_twice_registers_once_and_bad_settings_are_clear(skin_dir):
         LearningRateTensorBoardHandler(optimizer, interval=2),
         DistractorPairsHandler(mining, files, SKIN_CLASSES),
         ConfusionMatrixTensorBoardHandler(SKIN_CLASSES),
-        EmbeddingProjectorHandler(net, [], SKIN_CLASSES, interval=3),
+        EmbeddingProjectorHandler(net, SKIN_CLASSES, interval=3),
     ]
     for handler in handlers:
         handler.attach(engine)
@@ -282,7 +314,7 @@ def test_attach_twice_registers_once_and_bad_settings_are_clear(skin_dir):
     for handler in handlers:
         handler.attach(engine)
     assert {event: len(engine._event_handlers[event]) for event in engine._event_handlers} == before
-    assert before[Events.EPOCH_STARTED] == 3 and before[Events.COMPLETED] == 1
+    assert before[Events.EPOCH_STARTED] == 4 and before[Events.COMPLETED] == 1
     with pytest.raises(ValueError, match="interval"):
         LearningRateTensorBoardHandler(optimizer, interval=0)
     with pytest.raises(ValueError, match="repeats id"):
@@ -294,7 +326,9 @@ def test_attach_twice_registers_once_and_bad_settings_are_clear(skin_dir):
     with pytest.raises(ValueError, match="at least 2 classes"):
         ConfusionMatrixTensorBoardHandler(["only"])
     with pytest.raises(ValueError, match="no layer module named 'nope'"):
-        EmbeddingProjectorHandler(net, [], SKIN_CLASSES, layer="nope")
+        EmbeddingProjectorHandler(net, SKIN_CLASSES, layer="nope")
+    with pytest.raises(ValueError, match="counts 3 classes but 7 class names"):
+        ConfusionMatrixTensorBoardHandler(SKIN_CLASSES, ConfusionMatrix(3))
 
 
 def test_small_images_are_enlarged_in_whole_pixel_blocks(retina_dir):

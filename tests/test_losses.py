@@ -242,3 +242,11 @@ def test_buffers_follow_the_input_device():
     assert loss_fn._margins(batch, 4).device == meta
     out = loss_fn(torch.rand(4, 4, device=meta), torch.tensor([0, 1, 2, 3], device=meta))  # weighted CE
     assert out.device == meta and out.shape == ()
+
+
+def test_the_device_side_label_check_exists_in_this_torch():
+    # on an accelerator the loss checks labels with torch's private torch._assert_async(tensor, message):
+    # a torch release that drops or changes it fails here, on the CPU, not in a GPU training
+    torch._assert_async(torch.tensor(True), "label out of range")
+    with pytest.raises(RuntimeError, match="label out of range"):
+        torch._assert_async(torch.tensor(False), "label out of range")

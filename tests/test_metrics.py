@@ -246,9 +246,19 @@ def test_warns_once_when_softmax_is_applied_to_probabilities() -> None:
     ],
 )
 def test_invalid_inputs_name_the_offending_value(y_pred, y, message) -> None:
+    # shapes fail at the call; label values when the epoch is aggregated (one host sync per epoch)
     metric = ClassificationMetric("accuracy", num_classes=3)
     with pytest.raises(ValueError, match=message):
         metric(y_pred, y)
+        metric.aggregate()
+
+
+def test_label_values_are_checked_when_the_epoch_is_aggregated() -> None:
+    metric = ClassificationMetric("accuracy", num_classes=3)
+    for sample in range(3):  # per sample, as after decollation: nothing here reads a value on the host
+        metric([torch.zeros(3)], [torch.tensor(3 if sample == 2 else 0)])
+    with pytest.raises(ValueError, match="label 3 at position 2"):
+        metric.aggregate()
 
 
 def test_invalid_settings() -> None:

@@ -6,11 +6,13 @@ and ``image_datalist`` a folder of images or a manifest without labels into one 
 the converters (also ``python -m monai_danil.data --help``) write such manifests from the layouts
 HAM10000, ISIC 2018, APTOS 2019, MedMNIST and class-per-folder trees ship in;
 ``make_synthetic_retina`` writes a SYNTHETIC (not medical) demo set for machines without data;
-``check_training_splits`` stops a training whose splits could not train (fewer images than a batch).
+``check_training_splits`` stops a training whose splits could not train (fewer images than a batch);
+``atomic_output_dir``, ``atomic_file`` and ``write_atomically`` write outputs that appear whole or not at all.
 """
 
 from __future__ import annotations
 
+from .atomic import atomic_file, atomic_output_dir, write_atomically
 from .checks import check_training_splits
 from .converters import (
     APTOS2019_GRADES,
@@ -26,7 +28,6 @@ from .images import IMAGE_EXTENSIONS, find_images, image_datalist
 from .manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
-    atomic_output_dir,
     evaluation_split,
     manifest_columns,
     read_manifest,
@@ -43,6 +44,7 @@ __all__ = [
     "ISIC2018_COLUMNS",
     "MANIFEST_COLUMNS",
     "MANIFEST_NAME",
+    "atomic_file",
     "atomic_output_dir",
     "check_training_splits",
     "convert_aptos2019",
@@ -59,5 +61,6 @@ __all__ = [
     "read_manifest",
     "stratified_split",
     "to_class_index",
+    "write_atomically",
     "write_manifest",
 ]

@@ -5,11 +5,11 @@ Every converter writes only under ``out_dir``: ``out_dir/manifest.csv`` with the
 moved into place only when everything checked out (:func:`atomic_output_dir`).
 
 Where the input is image files (HAM10000, ISIC 2018, APTOS 2019, class-per-folder trees) the
-images are NOT copied: ``relative_path`` holds their absolute path (``read_manifest`` accepts
-absolute paths), so a 10,000-image download is not duplicated; move the inputs and the manifest
-must be rebuilt. Where the input is not image files (a MedMNIST ``.npz``) the images are written
-as PNG under ``out_dir/images/`` with paths relative to ``out_dir``, so that folder is
-self-contained.
+images are NOT copied, so a 10,000-image download is not duplicated: ``relative_path`` holds each
+image's path relative to ``out_dir`` (``../downloads/HAM10000_images_part_1/ISIC_0024306.jpg``), so
+the download and the output folder may move together, but moving one of them alone means
+converting again. Where the input is not image files (a MedMNIST ``.npz``) the images are written
+as PNG under ``out_dir/images/``, so that folder is self-contained.
 
 Every image is decoded first (with PIL; DICOM and NIfTI with the bundles' loading transform,
 :class:`~monai_danil.transforms.LoadRGBImage`), and bad input (a missing or unreadable image, an
@@ -30,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, IMAGE_FORMATS, image_suffix
-from .manifest import MANIFEST_NAME, _check_output_free, atomic_output_dir, to_class_index, write_manifest
+from .atomic import _check_output_free, atomic_output_dir
+from .manifest import MANIFEST_NAME, to_class_index, write_manifest
 from .splits import stratified_split
 
 __all__ = [
@@ -155,7 +156,27 @@ def _check_unique(seen: dict[str, int], key: str, line: int, source: Path, what:
     seen[key] = line
 
 
-def _write(out_dir: PathLike, rows: list[dict], extra_columns: Sequence[str], overwrite: bool) -> Path:
+def _split_and_write(
+    out_dir: PathLike,
+    rows: list[dict],
+    extra_columns: Sequence[str],
+    overwrite: bool,
+    val_fraction: float,
+    seed: int,
+    group_key: str | None = None,
+) -> Path:
+    """Give ``rows`` (``image`` paths, labels) their split and ``relative_path``, then write the manifest.
+
+    The split is :func:`~monai_danil.data.splits.stratified_split` by label, grouped by the rows'
+    ``group_key`` if given. Each path is made relative to the resolved ``out_dir`` (``read_manifest``
+    resolves the manifest's folder too), the image's own path kept as given (links not followed).
+    """
+    groups = [row[group_key] for row in rows] if group_key is not None else None
+    out = Path(out_dir).resolve()
+    splits = stratified_split([row["label"] for row in rows], val_fraction, seed, groups=groups)
+    for row, split in zip(rows, splits):
+        row["split"] = split
+        row["relative_path"] = Path(os.path.relpath(os.path.abspath(row.pop("image")), out)).as_posix()
     with atomic_output_dir(out_dir, overwrite=overwrite) as work:
         write_manifest(work / MANIFEST_NAME, rows, extra_columns)
     return Path(out_dir) / MANIFEST_NAME
@@ -182,7 +203,7 @@ def convert_ham10000(
     all images of a lesion land on the same side, and it is stratified by ``dx`` as far as the
     grouping allows (:func:`~monai_danil.data.splits.stratified_split`). Extra columns:
     ``image_id, lesion_id`` and ``dx_type`` when the metadata has it. Images are referenced by
-    absolute path, not copied.
+    their path relative to ``out_dir``, not copied.
 
     Args:
         images: the folder(s) holding ``<image_id>.jpg`` (the download has two:
@@ -226,14 +247,11 @@ def convert_ham10000(
             raise ValueError(f"{where}: dx: {err}") from None
         path = _find_image(index, image_id, where, folders)
         _check_image(path, where)
-        row = {"relative_path": str(path), "label": label, "image_id": image_id, "lesion_id": lesion_id}
+        row = {"image": path, "label": label, "image_id": image_id, "lesion_id": lesion_id}
         row["dx_type"] = record.get("dx_type", "")
         rows.append(row)
-    splits = stratified_split([r["label"] for r in rows], val_fraction, seed, groups=[r["lesion_id"] for r in rows])
-    for row, split in zip(rows, splits):
-        row["split"] = split
     extra = ["image_id", "lesion_id"] + (["dx_type"] if "dx_type" in header else [])
-    return _write(out_dir, rows, extra, overwrite)
+    return _split_and_write(out_dir, rows, extra, overwrite, val_fraction, seed, group_key="lesion_id")
 
 
 def _read_lesion_groupings(path: PathLike) -> dict[str, str]:
@@ -262,7 +280,7 @@ def convert_isic2018(
     ``lesion_groupings`` (``ISIC2018_Task3_Training_LesionGroupings.csv`` or
     ``HAM10000_metadata.csv``) to keep each lesion on one side; without it val shares lesions with
     train. Extra columns: ``image_id`` (and ``lesion_id`` with groupings). Images are referenced by
-    absolute path, not copied.
+    their path relative to ``out_dir``, not copied.
 
     Args:
         images: the folder holding ``<image>.jpg``.
@@ -318,13 +336,11 @@ def convert_isic2018(
             row["lesion_id"] = lesions[image_id]
         path = _find_image(index, image_id, where, [images])
         _check_image(path, where)
-        row["relative_path"] = str(path)
+        row["image"] = path
         rows.append(row)
-    groups = [r["lesion_id"] for r in rows] if lesions is not None else None
-    splits = stratified_split([r["label"] for r in rows], val_fraction, seed, groups=groups)
-    for row, split in zip(rows, splits):
-        row["split"] = split
-    return _write(out_dir, rows, ["image_id"] + (["lesion_id"] if lesions is not None else []), overwrite)
+    extra = ["image_id"] + (["lesion_id"] if lesions is not None else [])
+    group_key = "lesion_id" if lesions is not None else None
+    return _split_and_write(out_dir, rows, extra, overwrite, val_fraction, seed, group_key)
 
 
 def convert_aptos2019(
@@ -339,7 +355,7 @@ def convert_aptos2019(
 
     Labels are the ``diagnosis`` grades 0..4 (:data:`APTOS2019_GRADES`), written as numbers. The
     split is stratified by grade with ``seed``. Extra column: ``id_code``. Images
-    (``<id_code>.png``) are referenced by absolute path, not copied.
+    (``<id_code>.png``) are referenced by their path relative to ``out_dir``, not copied.
 
     Args:
         csv_file: ``train.csv`` with columns ``id_code,diagnosis``.
@@ -377,11 +393,8 @@ def convert_aptos2019(
             raise ValueError(f"{where}: diagnosis: {err}") from None
         path = _find_image(index, id_code, where, [images])
         _check_image(path, where)
-        rows.append({"relative_path": str(path), "label": grade, "id_code": id_code})
-    splits = stratified_split([r["label"] for r in rows], val_fraction, seed)
-    for row, split in zip(rows, splits):
-        row["split"] = split
-    return _write(out_dir, rows, ["id_code"], overwrite)
+        rows.append({"image": path, "label": grade, "id_code": id_code})
+    return _split_and_write(out_dir, rows, ["id_code"], overwrite, val_fraction, seed)
 
 
 def _medmnist_split(data: np.lib.npyio.NpzFile, split: str, source: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -486,8 +499,8 @@ def convert_folders(
     ``read_manifest(..., class_names, label_aliases)``); images are found recursively inside it
     by suffix (tif, tiff, png, jpg, jpeg, bmp, dcm, dicom, nii, nii.gz), and DICOM files without an
     extension by their content (hidden files, ``DICOMDIR`` and other files ignored). The split is
-    stratified by class with ``seed``. Images are referenced by absolute path as they are, not
-    copied or re-encoded: the bundles load DICOM and NIfTI directly.
+    stratified by class with ``seed``. Images are referenced as they are, by their path relative to
+    ``out_dir``, not copied or re-encoded: the bundles load DICOM and NIfTI directly.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -532,8 +545,5 @@ def convert_folders(
             )
         for path in files:
             _check_image(path, f"class folder {folder}")
-            rows.append({"relative_path": os.path.abspath(path), "label": folder.name})
-    splits = stratified_split([r["label"] for r in rows], val_fraction, seed)
-    for row, split in zip(rows, splits):
-        row["split"] = split
-    return _write(out_dir, rows, [], overwrite)
+            rows.append({"image": path, "label": folder.name})
+    return _split_and_write(out_dir, rows, [], overwrite, val_fraction, seed)

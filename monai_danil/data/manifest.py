@@ -1,4 +1,4 @@
-"""Dataset manifests: read ``manifest.csv`` into MONAI datalists, map labels, write outputs atomically.
+"""Dataset manifests: read ``manifest.csv`` into MONAI datalists, map labels, write manifests.
 
 A manifest is a CSV file with the header ``relative_path,label,split`` (``split`` optional, extra
 columns allowed). Paths are relative to the manifest's folder, or absolute. Labels may be class
@@ -8,13 +8,10 @@ class number defined once by ``class_names``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import numbers
 import os
-import shutil
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -25,7 +22,6 @@ __all__ = [
     "read_manifest",
     "to_class_index",
     "write_manifest",
-    "atomic_output_dir",
 ]
 
 MANIFEST_NAME = "manifest.csv"
@@ -336,72 +332,3 @@ def write_manifest(
         for row in rows:
             writer.writerow([row[c] for c in columns])
     return path
-
-
-def _check_output_free(out_dir: str | os.PathLike[str], overwrite: bool) -> None:
-    """Raise ``FileExistsError`` unless ``out_dir`` is absent, empty, or may be overwritten."""
-    out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a folder; expected a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output folder {out} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
-        )
-
-
-def _fresh_sibling(out: Path, tag: str) -> Path:
-    # a plain mkdir (not tempfile.mkdtemp, which is private 0700) so the result gets the usual umask
-    while True:
-        candidate = out.parent / f".{out.name}.{tag}-{uuid.uuid4().hex[:8]}"
-        if not candidate.exists():
-            return candidate
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Build an output folder in a temporary sibling, and move it into place only on success.
-
-    An error inside the ``with`` block removes the temporary folder and leaves ``out_dir`` as it
-    was, so a failed run never leaves a half-written dataset behind.
-
-    Args:
-        out_dir: the folder to produce. Its parent is created if needed.
-        overwrite: replace an existing non-empty ``out_dir``. Default ``False``: refuse. An existing
-            empty folder is always replaced.
-
-    Yields:
-        The temporary folder to write into (same filesystem as ``out_dir``, so the final rename is
-        atomic).
-
-    Raises:
-        FileExistsError: when ``out_dir`` exists, is not empty and ``overwrite`` is ``False``, or
-            when it is a file.
-
-    Example:
-        >>> with atomic_output_dir("/tmp/demo") as tmp:  # doctest: +SKIP
-        ...     (tmp / "manifest.csv").write_text("relative_path,label,split\\n")
-    """
-    out = Path(out_dir).absolute()
-    _check_output_free(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_sibling(out, "tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        # rename the old folder aside first, so the swap never leaves out_dir missing on an error
-        old = _fresh_sibling(out, "old")
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .manifest import MANIFEST_NAME, atomic_output_dir, write_manifest
+from .atomic import atomic_output_dir
+from .manifest import MANIFEST_NAME, write_manifest
 from .splits import stratified_split
 
 __all__ = ["NUM_GRADES", "draw_synthetic_fundus", "make_synthetic_retina"]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_danil.data.atomic import atomic_file
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -32,9 +32,9 @@ class AtomicDiskSaver(DiskSaver):
     """ignite's ``DiskSaver`` that writes a temporary file beside the target and renames it into place.
 
     A process killed while saving leaves the previous file whole under the final name (and at most a
-    ``.<name>.<random>.tmp`` beside it, never read); the rename is the only moment the new file
-    becomes visible. The temporary file is flushed to disk (``fsync``) before the rename, and is
-    created with the process's usual permissions (ignite's own atomic mode makes it owner-only).
+    ``.<name>.<random>.tmp`` beside it, never read): the file is written by
+    :func:`~monai_danil.data.atomic_file`, flushed to disk before the rename, with the process's
+    usual permissions (ignite's own atomic mode makes it owner-only).
     MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a kill during a save leaves a
     truncated ``model.pt`` or ``checkpoint.pt``.
 
@@ -63,17 +63,8 @@ class AtomicDiskSaver(DiskSaver):
             super().remove(filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "xb") as handle:
-                func(checkpoint, handle, **self.kwargs)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        with atomic_file(path) as handle:
+            func(checkpoint, handle, **self.kwargs)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

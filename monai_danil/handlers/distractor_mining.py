@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +20,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["DistractorMiningHandler", "MINING_FIGURES", "from_engine_dict"]
+__all__ = ["DistractorMiningHandler", "MINING_FIGURES"]
 
 # the keys the handler writes into ``engine.state.output`` before MONAI decollates it
 MINING_FIGURES = ("danil_distance", "danil_fraction", "danil_from_bank", "danil_lambda", "danil_ce", "danil_da")
@@ -45,8 +43,13 @@ class DistractorMiningHandler:
     with a distractor), ``danil_from_bank``, ``danil_lambda``, ``danil_ce`` and ``danil_da`` (the
     two parts of the loss). They are written before MONAI decollates the output at
     ``MODEL_COMPLETED``, so ``StatsHandler``/``TensorBoardStatsHandler`` read them with
-    ``output_transform=from_engine_dict(["loss", "danil_distance", ...])``. Nothing here calls
-    ``.item()``: the loggers' own conversion is the only host sync.
+    ``output_transform=from_engine_dict(["loss", "danil_distance", ...])``. The mining and this
+    handler never wait for the device (no ``.item()``, no Python loop over samples); the loggers
+    do: MONAI converts each logged 0-d tensor with ``.item()`` at ``ITERATION_COMPLETED``, so the
+    bundles' ``loss`` and six figures are seven small device-to-host copies per iteration, of which
+    the first (``loss``, logged without DANIL too) waits for the step to finish and the other six
+    copy 4 bytes each from a finished step. Log fewer keys (or set the loggers'
+    ``iteration_log`` to an interval) to drop them.
 
     ``lambda`` ramps linearly from 0 to ``lambda_max`` over the first ``warmup_epochs`` epochs
     (counted in iterations; 0 means no ramp): features of an untrained network carry no meaning.
@@ -74,8 +77,21 @@ class DistractorMiningHandler:
         ValueError: for a negative ``lambda_max`` or ``warmup_epochs``.
 
     Example:
+        >>> import torch
+        >>> from monai.data import DataLoader
+        >>> from monai.engines import SupervisedTrainer
+        >>> from monai.networks.nets import DenseNet121
+        >>> net = DenseNet121(spatial_dims=2, in_channels=3, out_channels=2)
+        >>> loss = DistractorAwareLoss()
         >>> handler = DistractorMiningHandler(network=net, loss=loss, lambda_max=0.5, warmup_epochs=2)
-        >>> handler.attach(trainer)   # or list it in the trainer's ``train_handlers``
+        >>> data = [{"image": torch.rand(3, 32, 32), "label": i % 2, "id": i} for i in range(8)]
+        >>> trainer = SupervisedTrainer(
+        ...     device=torch.device("cpu"), max_epochs=1, train_data_loader=DataLoader(data, batch_size=4),
+        ...     network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_function=loss,
+        ...     train_handlers=[handler])  # or handler.attach(trainer)
+        >>> trainer.run()
+        >>> handler.miner.bank.count  # both batches' features are in the memory bank
+        8
     """
 
     def __init__(
@@ -103,7 +119,6 @@ class DistractorMiningHandler:
         self.lambda_max = float(lambda_max)
         self.warmup_epochs = float(warmup_epochs)
         self.id_key = id_key
-        self.logger = logging.getLogger(__name__)
         self.last_batch: DistractorBatch | ResponseMapBatch | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
@@ -184,20 +199,3 @@ class DistractorMiningHandler:
         """Restore the bank as saved; it is not reallocated at the next step."""
         self.miner.load_state_dict(state["miner"])
 
-
-def from_engine_dict(keys: Sequence[str], first: bool = True) -> Callable[[Any], dict[str, Any]]:
-    """Like ``monai.handlers.from_engine`` but returns ``{key: value}``, for loggers of several scalars.
-
-    ``StatsHandler`` and ``TensorBoardStatsHandler`` log every entry of a dict returned by their
-    ``output_transform``; after decollation the values of the first sample are the batch's.
-
-    Args:
-        keys: the output keys to log, e.g. ``["loss", "danil_distance", "danil_lambda"]``.
-        first: read the first item of a decollated list. Default ``True``.
-    """
-
-    def _wrapper(data: Any) -> dict[str, Any]:
-        item = data[0] if first and isinstance(data, list) else data
-        return {k: item[k] for k in keys if k in item}
-
-    return _wrapper

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch.distributed as dist
-
+from monai_danil.data.atomic import write_atomically
 from monai_danil.metrics import evaluation_report
 
-from .prediction_saver import PredictionSaver, write_atomically
+from .prediction_saver import PredictionSaver
+from .utils import is_rank_zero
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -94,7 +94,7 @@ class EvaluationReportSaver(PredictionSaver):
     def write(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather, score with scikit-learn and write both files (rank 0)."""
         self.rows = self._gather()
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not is_rank_zero():
             return
         labels = [label for _, _, label, _ in self.rows]
         probabilities = [p for _, _, _, p in self.rows]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
+from monai.utils import convert_to_tensor
 from monai.visualize import GradCAM
 from PIL import Image
 from torch import nn
@@ -18,14 +18,10 @@ from torch import nn
 from monai_danil.networks import unwrap_network
 
 from .prediction_saver import _per_sample
+from .utils import attach_round
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine, Events
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
-    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:  # annotations only
+    from ignite.engine import Engine
 
 __all__ = ["GradCAMSaver", "gradcam_overlay"]
 
@@ -147,13 +143,7 @@ class GradCAMSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on the round's start, iterations and end (idempotent)."""
-        for event, handler in (
-            (Events.EPOCH_STARTED, self.reset),
-            (Events.ITERATION_COMPLETED, self),
-            (Events.EPOCH_COMPLETED, self.publish),
-        ):
-            if not engine.has_event_handler(handler, event):
-                engine.add_event_handler(event, handler)
+        attach_round(engine, self.reset, self, self.publish)
 
     def _staging_prefix(self) -> str:
         return f".{self.output_dir.name}.tmp-"

@@ -5,50 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from monai.utils import IgniteInfo, min_version, optional_import
 
-if TYPE_CHECKING:
-    from ignite.engine import Engine, Events
-else:
-    Engine, _ = optional_import(
-        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
-    )
-    Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+from monai_danil.data.atomic import write_atomically
 
-__all__ = ["PredictionSaver", "write_atomically"]
+from .utils import attach_round, is_rank_zero
+
+if TYPE_CHECKING:  # annotations only
+    from ignite.engine import Engine
+
+__all__ = ["PredictionSaver"]
 
 _FIXED_COLUMNS = ("image", "label", "prediction")
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A reader never sees a half-written file, and a failed write leaves any earlier ``path`` as it was.
-
-    Args:
-        path: the file to write; its folder is created if needed.
-        text: the whole content.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        temporary.write_text(text, encoding="utf-8", newline="")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _per_sample(data: Any, key: str) -> list[Any]:
@@ -127,13 +100,7 @@ class PredictionSaver:
 
     def attach(self, engine: Engine) -> None:
         """Register on the round's start, iterations and end (idempotent)."""
-        for event, handler in (
-            (Events.EPOCH_STARTED, self.reset),
-            (Events.ITERATION_COMPLETED, self.collect),
-            (Events.EPOCH_COMPLETED, self.write),
-        ):
-            if not engine.has_event_handler(handler, event):
-                engine.add_event_handler(event, handler)
+        attach_round(engine, self.reset, self.collect, self.write)
 
     def reset(self, engine: Engine) -> None:
         """``EPOCH_STARTED``: forget the previous round."""
@@ -205,6 +172,6 @@ class PredictionSaver:
     def write(self, engine: Engine) -> None:
         """``EPOCH_COMPLETED``: gather the rows and write the CSV (rank 0)."""
         self.rows = self._gather()
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not is_rank_zero():
             return
         write_atomically(self.output_dir / self.filename, self.table())
