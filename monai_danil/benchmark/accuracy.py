@@ -15,7 +15,6 @@ import gc
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,13 +29,14 @@ from monai.data import DataLoader, Dataset
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_danil.data import read_manifest
+from monai_danil.data.atomic import write_atomically
 from monai_danil.metrics import classification_report
 from monai_danil.predict import predict
 
 from .environment import code_state, environment
 from .folds import CrossValidation, build_cross_validation
 from .profiles import METHODS, PROFILES, check_overrides, method_overrides
-from .report import RunResult, compare_methods, finite, pool_folds
+from .report import RunResult, accuracy_report, dumps_report, finite, pool_folds
 from .statistics import bootstrap_weights
 
 __all__ = ["AccuracyBenchmark", "RunResult", "bundle_dir"]
@@ -440,66 +440,25 @@ class AccuracyBenchmark:
             split = "cv"
         else:
             split = "test" if self.test_manifest is not None else "val"
-        labels = results[0].labels
-        n = len(labels)
-        weights = bootstrap_weights(n, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
-        methods = compare_methods(results, self.methods, setting.num_classes, weights)
-        if self.cv is not None:
-            scored = (
-                f"metrics on the {n} images of train+val, each scored once by the run of its fold (the {self.cv} "
-                f"folds' predictions pooled per method and seed); each fold's checkpoint is the epoch with the best "
-                f"{setting.selection_metric} on an inner split of its training folds, never on the scored fold."
-            )
-        else:
-            scored = (
-                f"metrics on {n} {split} images; the checkpoint of each run is the epoch with the best "
-                f"{setting.selection_metric} on val (the bundle's key metric)."
-            )
-        notes = [
-            scored,
-            "std is the population std over seeds (0 for one seed). vs_ce.mean_diff and vs_random.mean_diff are "
-            "the means over seeds of the paired difference (same seed: same initial weights and data order).",
-            f"ci95 is a percentile bootstrap over the {n} images ({BOOTSTRAP_RESAMPLES} resamples, seed "
-            f"{BOOTSTRAP_SEED}) of that seed-averaged difference: it covers which images happened to be scored, not "
-            f"training noise (see std). One image moves accuracy by {1 / n:.4f}; an interval that contains 0 "
-            "shows no difference, and one that excludes it still says nothing about other datasets or settings.",
-        ]
-        if split == "val":
-            notes.append(
-                "scored on val, the split that also selected the checkpoint: optimistic, and not comparable with "
-                "numbers on an official test split (MedMNIST, ISIC)."
-            )
-        return {
-            "task": self.task,
-            "profile": self.profile,
-            "split": split,
-            "selection_metric": setting.selection_metric,
-            "complete": complete,
-            "n_images": n,
-            "class_counts": np.bincount(labels, minlength=setting.num_classes).tolist(),
-            "class_names": setting.class_names,
-            **environment(setting.device, self.code),
-            "config": {
-                "bundle": str(self.bundle.resolve()),
-                "data_dir": str(self.data_dir),
-                "test_manifest": str(self.test_manifest) if self.test_manifest else None,
-                "test_dir": str(self.test_dir or self.test_manifest.parent) if self.test_manifest else None,
-                "work_dir": str(self.root),
-                "methods": self.methods,
-                "seeds": self.seeds,
-                "epochs": setting.epochs,
-                "profile_overrides": self.profile_overrides,
-                "overrides": self.overrides,
-                "method_overrides": self.method_edits,
-                "variants": {name: {"base": base, "overrides": edits} for name, (base, edits) in self.variants.items()},
-                "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
-            },
-            "cross_validation": self.folds.record() if self.folds is not None else None,
-            # the scored images in the order of every run's "probs"
-            "scored": {"ids": [int(i) for i in results[0].ids], "labels": [int(v) for v in labels]},
-            "methods": methods,
-            "notes": notes,
+        config = {
+            "bundle": str(self.bundle.resolve()),
+            "data_dir": str(self.data_dir),
+            "test_manifest": str(self.test_manifest) if self.test_manifest else None,
+            "test_dir": str(self.test_dir or self.test_manifest.parent) if self.test_manifest else None,
+            "work_dir": str(self.root),
+            "methods": self.methods,
+            "seeds": self.seeds,
+            "epochs": setting.epochs,
+            "profile_overrides": self.profile_overrides,
+            "overrides": self.overrides,
+            "method_overrides": self.method_edits,
+            "variants": {name: {"base": base, "overrides": edits} for name, (base, edits) in self.variants.items()},
+            "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
         }
+        header = {"task": self.task, "profile": self.profile, "split": split, **environment(setting.device, self.code)}
+        folds = self.folds.record() if self.folds is not None else None
+        weights = bootstrap_weights(len(results[0].labels), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+        return accuracy_report(results, self.methods, setting, header, config, folds, weights, complete)
 
 
 def _in_order(results: Sequence[RunResult], order: Sequence[tuple[str, int, int | None]]) -> list[RunResult]:
@@ -535,19 +494,5 @@ def _write_predictions(path: Path, ids: np.ndarray, labels: np.ndarray, probs: n
             writer.writerow([int(index), int(label), *[f"{p:.6f}" for p in row]])
 
 
-# a list of numbers (the kept predictions, fold lists) on one line: the files stay small and readable
-_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
-
-
-def dumps_report(report: Mapping[str, Any]) -> str:
-    """The report as indented JSON with every list of numbers on one line (no NaN: ``allow_nan=False``)."""
-    text = json.dumps(report, indent=2, allow_nan=False)
-    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
-
-
 def _write_json(path: str | os.PathLike, report: Mapping[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps_report(report), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, dumps_report(report))

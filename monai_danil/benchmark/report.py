@@ -8,7 +8,9 @@ and :func:`speed_markdown` print the tables pasted into docs/benchmarks.md.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,9 @@ __all__ = [
     "BASELINES",
     "RunResult",
     "accuracy_markdown",
+    "accuracy_report",
     "compare_methods",
+    "dumps_report",
     "merge_reports",
     "pool_folds",
     "speed_markdown",
@@ -198,6 +202,77 @@ _HEADERS = {
 }
 
 
+def accuracy_report(
+    results: Sequence[RunResult],
+    methods: Sequence[str],
+    setting: Any,
+    header: Mapping[str, Any],
+    config: Mapping[str, Any],
+    cross_validation: Mapping[str, Any] | None,
+    weights: np.ndarray,
+    complete: bool,
+) -> dict[str, Any]:
+    """The accuracy benchmark's JSON (docs/benchmarks.md, "The JSON") from its scored runs.
+
+    Args:
+        results: one run per method and seed (pooled over the folds under cross-validation), all on the
+            same images in the same order.
+        methods: the methods in the order to report them.
+        setting: what every run shares: ``selection_metric``, ``num_classes``, ``class_names``.
+        header: ``task``, ``profile``, ``split`` (``"cv"``, ``"test"`` or ``"val"``) and the environment.
+        config: the benchmark's configuration, as recorded.
+        cross_validation: the folds' record, or ``None``.
+        weights: bootstrap counts over the scored images.
+        complete: whether every run has finished.
+    """
+    labels = results[0].labels
+    n, split = len(labels), header["split"]
+    if cross_validation is not None:
+        scored = (
+            f"metrics on the {n} images of train+val, each scored once by the run of its fold (the "
+            f"{cross_validation['k']} folds' predictions pooled per method and seed); each fold's checkpoint is the "
+            f"epoch with the best {setting.selection_metric} on an inner split of its training folds, never on the "
+            "scored fold."
+        )
+    else:
+        scored = (
+            f"metrics on {n} {split} images; the checkpoint of each run is the epoch with the best "
+            f"{setting.selection_metric} on val (the bundle's key metric)."
+        )
+    bootstrap = config.get("bootstrap", {})
+    notes = [
+        scored,
+        "std is the population std over seeds (0 for one seed). vs_ce.mean_diff and vs_random.mean_diff are "
+        "the means over seeds of the paired difference (same seed: same initial weights and data order).",
+        f"ci95 is a percentile bootstrap over the {n} images ({bootstrap.get('resamples')} resamples, seed "
+        f"{bootstrap.get('seed')}) of that seed-averaged difference: it covers which images happened to be scored, "
+        f"not training noise (see std). One image moves accuracy by {1 / n:.4f}; an interval that contains 0 "
+        "shows no difference, and one that excludes it still says nothing about other datasets or settings.",
+    ]
+    if split == "val":
+        notes.append(
+            "scored on val, the split that also selected the checkpoint: optimistic, and not comparable with "
+            "numbers on an official test split (MedMNIST, ISIC)."
+        )
+    return {
+        "task": header["task"],
+        "profile": header["profile"],
+        "split": split,
+        "selection_metric": setting.selection_metric,
+        "complete": complete,
+        "n_images": n,
+        "class_counts": np.bincount(labels, minlength=setting.num_classes).tolist(),
+        "class_names": setting.class_names,
+        **{k: v for k, v in header.items() if k not in ("task", "profile", "split")},
+        "config": dict(config),
+        "cross_validation": cross_validation,
+        # the scored images in the order of every run's "probs"
+        "scored": {"ids": [int(i) for i in results[0].ids], "labels": [int(v) for v in labels]},
+        "methods": compare_methods(results, methods, setting.num_classes, weights),
+        "notes": notes,
+    }
+
+
 def _same_setting(first: Mapping[str, Any], other: Mapping[str, Any], name: str) -> None:
     for key in ("task", "split", "n_images", "selection_metric", "class_names", "scored"):
         if first.get(key) != other.get(key):
@@ -268,6 +343,16 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], we
             *first.get("notes", [])[1:],
         ],
     }
+
+
+# a list of numbers (the kept predictions, fold lists) on one line: the files stay small and readable
+_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+
+
+def dumps_report(report: Mapping[str, Any]) -> str:
+    """The report as indented JSON with every list of numbers on one line (no NaN: ``allow_nan=False``)."""
+    text = json.dumps(report, indent=2, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
 
 
 def _value(value: float | None, signed: bool = False) -> str:
