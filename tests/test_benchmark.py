@@ -28,6 +28,7 @@ from monai_danil.benchmark import (
 )
 from monai_danil.benchmark.accuracy import bundle_dir
 from monai_danil.metrics import METRIC_NAMES, classification_report
+from monai_danil.mining import DistractorMiner
 
 RETINA = REPO_ROOT / "bundles" / "retina"
 # the test_metrics toy set: 3 of 6 correct, balanced accuracy 7/18, macro-F1 16/45, AUC 95/108, kappa 2/5
@@ -141,6 +142,17 @@ def test_methods_are_built_from_the_bundle_config(tmp_path, retina_dir):
                               overrides={"danil#lambda_max": 1.0}, progress=False)
     assert bench.method_edits["danil"] == {}
     assert bench.method_edits["random"] == {"miner#distractor_class": "random"}
+    # a bundle mining two confusing classes: its random control draws one random class, and builds
+    several = AccuracyBenchmark("retina", data, ["random"], [0], "cpu", tmp_path / "work2",
+                                overrides={"miner#distractor_classes": 2}, progress=False)
+    assert several.method_edits["random"] == {"miner#distractor_class": "random", "miner#distractor_classes": 1}
+    parser = ConfigParser()
+    parser.read_config(str(RETINA / "configs" / "train.json"))
+    parser.update({"miner#distractor_classes": 2, **several.method_edits["random"]})
+    kwargs = {k: v for k, v in parser["miner"].items() if k not in ("_target_", "bank_size")}
+    assert DistractorMiner(**kwargs).distractor_class == "random"
+    with pytest.raises(ValueError, match="distractor_classes"):
+        DistractorMiner(**{**kwargs, "distractor_classes": 2})
     for method in ("ce", "focal"):
         parser = ConfigParser()
         parser.read_config(str(RETINA / "configs" / "train.json"))

@@ -169,7 +169,9 @@ def method_overrides(method: str, parser: ConfigParser) -> dict[str, Any]:
       other handler or checkpoint entry that uses it (a TensorBoard figure of the mined pairs, say).
       The loss stays the bundle's ``DistractorAwareLoss``, which without mining context is plain
       cross-entropy with the same class weights and label smoothing.
-    - ``random``: ``miner#distractor_class = "random"``, everything else as ``danil``.
+    - ``random``: ``miner#distractor_class = "random"`` (and ``miner#distractor_classes = 1`` where the
+      bundle mines several confusing classes: the control draws one random other class), everything
+      else as ``danil``.
     - ``focal``: as ``ce``, with ``loss`` replaced by MONAI's ``FocalLoss(use_softmax=True,
       gamma=2.0, to_onehot_y=True)`` (the bundle loss's class ``weight``, if any, carried over);
       labels arrive as (B,) and FocalLoss wants (B, 1), hence the reshaping lambda.
@@ -187,7 +189,12 @@ def method_overrides(method: str, parser: ConfigParser) -> dict[str, Any]:
     if method == "danil":
         return {}
     if method == "random":
-        return {"miner#distractor_class": "random"}
+        edits = {"miner#distractor_class": "random"}
+        # several confusing classes rank the network's own confusion, which a random draw has none of:
+        # the control draws one random other class (DistractorMiner refuses both together)
+        if isinstance(parser.get("miner"), dict) and parser.get("miner#distractor_classes", 1) != 1:
+            edits["miner#distractor_classes"] = 1
+        return edits
     if "danil" not in _refs(parser["train#handlers"]):
         raise ValueError("the bundle's train#handlers has no entry using '@danil' to remove; is DANIL wired in?")
     config = parser.get()
