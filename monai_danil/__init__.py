@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _SUBMODULES = ("bundle", "data", "handlers", "losses", "metrics", "mining", "networks", "optimizers", "predict", "transforms")
 

@@ -141,14 +141,15 @@ def test_methods_are_built_from_the_bundle_config(tmp_path, retina_dir):
     bench = AccuracyBenchmark("retina", data, ["ce", "danil", "random", "focal"], [0], "cpu", tmp_path / "work",
                               overrides={"danil#lambda_max": 1.0}, progress=False)
     assert bench.method_edits["danil"] == {}
-    assert bench.method_edits["random"] == {"miner#distractor_class": "random"}
-    # a bundle mining two confusing classes: its random control draws one random class, and builds
-    several = AccuracyBenchmark("retina", data, ["random"], [0], "cpu", tmp_path / "work2",
-                                overrides={"miner#distractor_classes": 2}, progress=False)
-    assert several.method_edits["random"] == {"miner#distractor_class": "random", "miner#distractor_classes": 1}
+    # retina mines its two most confusing grades: the random control draws one random class, and builds
+    assert bench.method_edits["random"] == {"miner#distractor_class": "random", "miner#distractor_classes": 1}
+    single = AccuracyBenchmark("retina", data, ["random"], [0], "cpu", tmp_path / "work2",
+                               overrides={"miner#distractor_classes": 1}, progress=False)
+    assert single.method_edits["random"] == {"miner#distractor_class": "random"}
     parser = ConfigParser()
     parser.read_config(str(RETINA / "configs" / "train.json"))
-    parser.update({"miner#distractor_classes": 2, **several.method_edits["random"]})
+    assert parser["miner#distractor_classes"] == 2
+    parser.update(bench.method_edits["random"])
     kwargs = {k: v for k, v in parser["miner"].items() if k not in ("_target_", "bank_size")}
     assert DistractorMiner(**kwargs).distractor_class == "random"
     with pytest.raises(ValueError, match="distractor_classes"):
@@ -285,7 +286,8 @@ def test_accuracy_command_scores_val_without_a_test_manifest(tmp_path, retina_di
     assert report["split"] == "val" and report["n_images"] == 32
     assert any("scored on val" in note for note in report["notes"])
     assert "val split (32 images)" in result.stdout
-    assert report["config"]["method_overrides"]["random"] == {"miner#distractor_class": "random"}
+    assert report["config"]["method_overrides"]["random"] == {"miner#distractor_class": "random",
+                                                              "miner#distractor_classes": 1}
     random = report["methods"]["random"]
     assert [r["seed"] for r in random["runs"]] == [0, 1] and random["vs_ce"]["seeds"] == [0, 1]
     for key in METRIC_NAMES:
