@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
+
+from monai_danil.data import atomic_file
 
 __all__ = ["TASKS", "prepare_bundle", "is_trained", "label_aliases"]
 
@@ -30,11 +31,9 @@ UNTRAINED_SEED = 0
 def _replace_if_changed(source: Path, target: Path) -> None:
     if target.is_file() and target.read_bytes() == source.read_bytes():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
     # a running server may be reading the old file: swap the new one in whole
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
+    with atomic_file(target) as handle:
         handle.write(source.read_bytes())
-    os.replace(handle.name, target)
 
 
 def prepare_bundle(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> str:
@@ -70,10 +69,8 @@ def prepare_bundle(source: str | os.PathLike[str], target: str | os.PathLike[str
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(UNTRAINED_SEED)
             network = parser.get_parsed_content("network_def", instantiate=True)
-        model.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=model.parent, prefix=".model.pt.", delete=False) as handle:
+        with atomic_file(model) as handle:
             torch.save(network.state_dict(), handle)
-        os.replace(handle.name, model)
         logger.info(f"{target}: seeded models/model.pt with the untrained network (seed {UNTRAINED_SEED})")
     return str(target)
 
