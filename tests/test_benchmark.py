@@ -497,6 +497,17 @@ def _check_compare(tmp_path: Path, out: Path, report: dict) -> None:
     assert merged["methods"]["danil@copy"]["vs_ce"]["mean_diff"] == pytest.approx(
         merged["methods"]["danil"]["vs_ce"]["mean_diff"])
     assert "| danil@copy |" in result.stdout and [s["file"] for s in merged["config"]["sources"]] == ["cv", "copy"]
+    # another control: random against danil is danil against random, negated
+    result = _cli(["compare", str(out), "--control", "danil", "--out", str(merged_out)], cwd=tmp_path)
+    merged = _strict_json(merged_out)
+    assert "| vs danil: mean paired diff." in result.stdout and "| vs random:" not in result.stdout
+    assert merged["methods"]["danil"]["vs_danil"] is None and merged["methods"]["ce"]["vs_danil"] is None
+    for key in METRIC_NAMES:
+        assert merged["methods"]["random"]["vs_danil"]["mean_diff"][key] == pytest.approx(
+            -report["methods"]["danil"]["vs_random"]["mean_diff"][key], abs=1e-4)
+    failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(out), "--control", "pr",
+                             "--out", str(tmp_path / "no.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert failed.returncode == 2 and "no method 'pr'" in failed.stderr
     other["cross_validation"]["fold"] = other["cross_validation"]["fold"][::-1]
     copy.write_text(json.dumps(other))
     failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(out), str(copy), "--out",

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("results", type=Path, nargs="+", help="accuracy result JSONs")
     compare.add_argument("--out", type=Path, required=True, help="merged result JSON")
+    compare.add_argument(
+        "--control",
+        default="random",
+        help="the method compared with as the random control (default random), e.g. a variant "
+        "'pr=random danil#lambda_max=0.5'; its table is headed 'vs <name>'",
+    )
 
     speed = commands.add_parser(
         "speed",
@@ -221,7 +227,7 @@ def setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")
 
 
-def _compare(files: Sequence[Path], out: Path, table: IO[str]) -> int:
+def _compare(files: Sequence[Path], out: Path, table: IO[str], control: str = "random") -> int:
     from .accuracy import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, _write_json
     from .report import accuracy_markdown, merge_reports
     from .statistics import bootstrap_weights
@@ -232,7 +238,7 @@ def _compare(files: Sequence[Path], out: Path, table: IO[str]) -> int:
             raise FileNotFoundError(f"result file not found: {path}")
         reports.append(json.loads(path.read_text(encoding="utf-8")))
     weights = bootstrap_weights(int(reports[0]["n_images"]), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
-    merged = merge_reports(reports, [p.stem for p in files], weights)
+    merged = merge_reports(reports, [p.stem for p in files], weights, ("ce", control))
     _write_json(out, merged)
     logging.getLogger("monai_danil.benchmark").info("wrote %s", out)
     table.write(accuracy_markdown(merged))
@@ -254,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _stdout_for_table() as table:
         try:  # user mistakes (bad path, bad override) end in one line; anything later keeps its traceback
             if args.command == "compare":
-                return _compare(args.results, args.out, table)
+                return _compare(args.results, args.out, table, args.control)
             if args.command == "accuracy":
                 benchmark = AccuracyBenchmark(
                     task=args.task,

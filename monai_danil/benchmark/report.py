@@ -145,14 +145,19 @@ def pool_folds(results: Sequence[RunResult], k: int, num_classes: int) -> list[R
 
 
 def compare_methods(
-    results: Sequence[RunResult], methods: Sequence[str], num_classes: int, weights: np.ndarray
+    results: Sequence[RunResult],
+    methods: Sequence[str],
+    num_classes: int,
+    weights: np.ndarray,
+    baselines: Sequence[str] = BASELINES,
 ) -> dict[str, Any]:
     """Per method: mean and std over seeds, the runs, and paired comparisons with each baseline run.
 
-    ``vs_<baseline>`` (for each of :data:`BASELINES` that ran; ``vs_random`` only for methods other than the
-    two baselines, since ``random``'s ``vs_ce`` already compares them) holds the mean over
-    seeds of the paired difference and a percentile bootstrap interval over the scored images (shared
-    ``weights``), or ``None``.
+    ``vs_<baseline>`` (for each of ``baselines`` that ran, by default :data:`BASELINES`; the second one
+    only for methods other than the baselines, since its own ``vs_ce`` already compares the two) holds the
+    mean over seeds of the paired difference and a percentile bootstrap interval over the scored images
+    (shared ``weights``), or ``None``. ``baselines=("ce", "pr")`` compares with a control run as a variant
+    (``--variant 'pr=random ...'``) instead of ``random``.
 
     Raises:
         RuntimeError: when the runs scored different images or orders.
@@ -173,11 +178,11 @@ def compare_methods(
             "std": {k: s[1] for k, s in stats.items()},
             "runs": [r.record() for r in runs.values()],
         }
-        for baseline in BASELINES:
+        for baseline in baselines:
             other = by_method.get(baseline, {})
             entry[f"vs_{baseline}"] = None
             # a baseline is compared with ce, not with the other baseline twice over
-            skip = method == baseline or (baseline != BASELINES[0] and method in BASELINES)
+            skip = method == baseline or (baseline != baselines[0] and method in baselines)
             if skip or baseline not in methods or not set(runs) & set(other):
                 continue
             entry[f"vs_{baseline}"] = {
@@ -290,7 +295,12 @@ def _edits(report: Mapping[str, Any], method: str) -> Any:
     return (config.get("overrides"), config.get("profile_overrides"), config["method_overrides"].get(method))
 
 
-def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], weights: np.ndarray) -> dict[str, Any]:
+def merge_reports(
+    reports: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    weights: np.ndarray,
+    baselines: Sequence[str] = BASELINES,
+) -> dict[str, Any]:
     """One comparison of the methods of several benchmark JSONs made on the same images (and folds).
 
     A method that appears in several files with the same configuration pools its seeds; one whose
@@ -301,9 +311,11 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], we
         reports: the parsed JSONs (the first one sets the task, images and folds).
         names: a short name per report (its file name), for renamed methods.
         weights: bootstrap counts over the images (see :func:`~monai_danil.benchmark.bootstrap_weights`).
+        baselines: the methods every other one is compared with (see :func:`compare_methods`).
 
     Raises:
-        ValueError: when the files scored other images or folds, or two runs of one method and seed differ.
+        ValueError: when the files scored other images or folds, two runs of one method and seed differ,
+            or a baseline other than ``ce`` and ``random`` is none of the merged methods.
     """
     first = reports[0]
     runs: dict[str, dict[int, RunResult]] = {}
@@ -323,7 +335,10 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], names: Sequence[str], we
                 runs[label][result.seed] = result
     results = [r for by_seed in runs.values() for r in by_seed.values()]
     methods = list(runs)
-    merged = compare_methods(results, methods, len(first["class_names"]), weights)
+    missing = [b for b in baselines if b not in runs and b not in BASELINES]  # the default ones are optional
+    if missing:
+        raise ValueError(f"no method {missing[0]!r} to compare with in these files; they hold {', '.join(methods)}.")
+    merged = compare_methods(results, methods, len(first["class_names"]), weights, baselines)
     return {
         **{k: first[k] for k in ("task", "profile", "split", "selection_metric", "n_images", "class_counts", "class_names")},
         "scored": first["scored"],
@@ -362,7 +377,7 @@ def _value(value: float | None, signed: bool = False) -> str:
 
 
 def accuracy_markdown(report: Mapping[str, Any]) -> str:
-    """Mean ± std per method, then each method's paired difference against ``ce`` and ``random``."""
+    """Mean ± std per method, then each method's paired difference against each baseline (``ce``, ``random``)."""
     seeds = ",".join(str(s) for s in report["config"]["seeds"])
     cv = report.get("cross_validation")
     scored = (
@@ -380,7 +395,8 @@ def accuracy_markdown(report: Mapping[str, Any]) -> str:
         cells = [f"{_value(entry['mean'][k])} ± {_value(entry['std'][k])}" for k in (*METRIC_NAMES, "seconds")]
         cells[-1] = f"{entry['mean']['seconds']:.0f} ± {entry['std']['seconds']:.0f}"
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    for baseline in BASELINES:
+    baselines = dict.fromkeys(k[3:] for e in report["methods"].values() for k in e if k.startswith("vs_"))
+    for baseline in baselines:
         compared = {m: e[f"vs_{baseline}"] for m, e in report["methods"].items() if e.get(f"vs_{baseline}")}
         if not compared:
             continue
