@@ -227,7 +227,7 @@ def setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=".*torch.cuda.amp.GradScaler.*")
 
 
-def _compare(files: Sequence[Path], out: Path, table: IO[str], control: str = "random") -> int:
+def _compare(files: Sequence[Path], out: Path, table: IO[str], control: str) -> int:
     from .accuracy import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, _write_json
     from .report import accuracy_markdown, merge_reports
     from .statistics import bootstrap_weights
