@@ -502,6 +502,8 @@ def _check_compare(tmp_path: Path, out: Path, report: dict) -> None:
     merged = _strict_json(merged_out)
     assert "| vs danil: mean paired diff." in result.stdout and "| vs random:" not in result.stdout
     assert merged["methods"]["danil"]["vs_danil"] is None and merged["methods"]["ce"]["vs_danil"] is None
+    assert any("vs_ce.mean_diff and vs_danil.mean_diff are" in note for note in merged["notes"])
+    assert not any("vs_random" in note for note in merged["notes"])
     for key in METRIC_NAMES:
         assert merged["methods"]["random"]["vs_danil"]["mean_diff"][key] == pytest.approx(
             -report["methods"]["danil"]["vs_random"]["mean_diff"][key], abs=1e-4)

@@ -207,6 +207,16 @@ _HEADERS = {
 }
 
 
+def _paired_note(baselines: Sequence[str]) -> str:
+    """The report's note on ``std`` and the ``vs_<baseline>.mean_diff`` keys it holds."""
+    keys = " and ".join(f"vs_{b}.mean_diff" for b in baselines)
+    verb = "are the means" if len(baselines) > 1 else "is the mean"
+    return (
+        f"std is the population std over seeds (0 for one seed). {keys} {verb} over seeds of the paired "
+        "difference (same seed: same initial weights and data order)."
+    )
+
+
 def accuracy_report(
     results: Sequence[RunResult],
     methods: Sequence[str],
@@ -247,8 +257,7 @@ def accuracy_report(
     bootstrap = config.get("bootstrap", {})
     notes = [
         scored,
-        "std is the population std over seeds (0 for one seed). vs_ce.mean_diff and vs_random.mean_diff are "
-        "the means over seeds of the paired difference (same seed: same initial weights and data order).",
+        _paired_note(BASELINES),
         f"ci95 is a percentile bootstrap over the {n} images ({bootstrap.get('resamples')} resamples, seed "
         f"{bootstrap.get('seed')}) of that seed-averaged difference: it covers which images happened to be scored, "
         f"not training noise (see std). One image moves accuracy by {1 / n:.4f}; an interval that contains 0 "
@@ -355,7 +364,9 @@ def merge_reports(
         "notes": [
             f"merged from {', '.join(names)}: runs of the same method and seed are paired across files; a method "
             "configured differently in two files is named <method>@<file>.",
-            *first.get("notes", [])[1:],
+            first["notes"][0],
+            _paired_note(baselines),
+            *first["notes"][2:],
         ],
     }
 
