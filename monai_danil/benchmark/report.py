@@ -348,6 +348,7 @@ def merge_reports(
     if missing:
         raise ValueError(f"no method {missing[0]!r} to compare with in these files; they hold {', '.join(methods)}.")
     merged = compare_methods(results, methods, len(first["class_names"]), weights, baselines)
+    kept = first.get("notes", [])  # accuracy_report's: what is scored, the paired note (rewritten here), ...
     return {
         **{k: first[k] for k in ("task", "profile", "split", "selection_metric", "n_images", "class_counts", "class_names")},
         "scored": first["scored"],
@@ -364,9 +365,9 @@ def merge_reports(
         "notes": [
             f"merged from {', '.join(names)}: runs of the same method and seed are paired across files; a method "
             "configured differently in two files is named <method>@<file>.",
-            first["notes"][0],
+            *kept[:1],
             _paired_note(baselines),
-            *first["notes"][2:],
+            *kept[2:],
         ],
     }
 
