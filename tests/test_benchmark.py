@@ -510,6 +510,21 @@ def _check_compare(tmp_path: Path, out: Path, report: dict) -> None:
     failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(out), "--control", "pr",
                              "--out", str(tmp_path / "no.json")], cwd=tmp_path, capture_output=True, text=True)
     assert failed.returncode == 2 and "no method 'pr'" in failed.stderr
+    # a file of an earlier commit (the scored images in every run's "predictions", no "scored") pairs as itself
+    older = json.loads(out.read_text())
+    scored = older.pop("scored")
+    for entry in older["methods"].values():
+        for record in entry["runs"]:
+            record["predictions"] = {**scored, "probs": record.pop("probs")}
+    old_file = tmp_path / "older.json"
+    old_file.write_text(json.dumps(older))
+    _cli(["compare", str(out), str(old_file), "--out", str(merged_out)], cwd=tmp_path)
+    assert set(_strict_json(merged_out)["methods"]) == {"ce", "danil", "random"}
+    older["methods"]["danil"]["runs"][0]["predictions"]["ids"] = scored["ids"][::-1]
+    old_file.write_text(json.dumps(older))
+    failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(old_file), "--out",
+                             str(tmp_path / "no.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert failed.returncode == 2 and "older: danil seed 0 scored other images" in failed.stderr
     other["cross_validation"]["fold"] = other["cross_validation"]["fold"][::-1]
     copy.write_text(json.dumps(other))
     failed = subprocess.run([sys.executable, "-m", "monai_danil.benchmark", "compare", str(out), str(copy), "--out",

@@ -31,6 +31,7 @@ __all__ = [
     "merge_reports",
     "pool_folds",
     "speed_markdown",
+    "upgrade_report",
 ]
 
 #: the methods every other method is compared with, when they were run: plain training, and the
@@ -302,6 +303,43 @@ def _same_setting(first: Mapping[str, Any], other: Mapping[str, Any], name: str)
 def _edits(report: Mapping[str, Any], method: str) -> Any:
     config = report["config"]
     return (config.get("overrides"), config.get("profile_overrides"), config["method_overrides"].get(method))
+
+
+def upgrade_report(report: Mapping[str, Any], name: str = "report") -> dict[str, Any]:
+    """An accuracy JSON of an earlier commit in the current layout, for :func:`merge_reports`.
+
+    Before the scored images were kept once per file (``report["scored"]``), every run carried its own
+    ``predictions`` (``ids``, ``labels`` and ``probs``). Such a file is returned with its runs' ``probs``
+    rounded to ``PROB_DIGITS`` decimals and the scored images moved to ``scored``; a file in the current
+    layout is returned unchanged (as a shallow copy).
+
+    Raises:
+        ValueError: when two runs of the older file scored other images or orders.
+    """
+    upgraded = dict(report)
+    if upgraded.get("scored") is not None:
+        return upgraded
+    scored = None
+    methods: dict[str, Any] = {}
+    for method, entry in report.get("methods", {}).items():
+        runs = []
+        for record in entry.get("runs", []):
+            record = dict(record)
+            predictions = record.pop("predictions", None)
+            if predictions is None:
+                runs.append(record)
+                continue
+            images = {"ids": [int(i) for i in predictions["ids"]], "labels": [int(v) for v in predictions["labels"]]}
+            if scored is None:
+                scored = images
+            elif images != scored:
+                raise ValueError(f"{name}: {method} seed {record.get('seed')} scored other images than its first run.")
+            record["probs"] = [[round(float(p), PROB_DIGITS) for p in row] for row in predictions["probs"]]
+            runs.append(record)
+        methods[method] = {**entry, "runs": runs}
+    upgraded["methods"] = methods
+    upgraded["scored"] = scored
+    return upgraded
 
 
 def merge_reports(
