@@ -229,14 +229,14 @@ def setup_logging(verbose: bool) -> None:
 
 def _compare(files: Sequence[Path], out: Path, table: IO[str], control: str) -> int:
     from .accuracy import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, _write_json
-    from .report import accuracy_markdown, merge_reports, upgrade_report
+    from .report import accuracy_markdown, merge_reports
     from .statistics import bootstrap_weights
 
     reports = []
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"result file not found: {path}")
-        reports.append(upgrade_report(json.loads(path.read_text(encoding="utf-8")), path.stem))
+        reports.append(json.loads(path.read_text(encoding="utf-8")))
     weights = bootstrap_weights(int(reports[0]["n_images"]), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
     merged = merge_reports(reports, [p.stem for p in files], weights, ("ce", control))
     _write_json(out, merged)

@@ -89,7 +89,7 @@ class RunResult:
             )
         # what merge_reports needs to compare runs of other benchmark files with these; the scored images'
         # ids and labels, the same for every run, are the report's "scored"
-        entry["probs"] = [[round(float(p), PROB_DIGITS) for p in row] for row in self.probs]
+        entry["probs"] = _rounded_probs(self.probs)
         return entry
 
     @classmethod
@@ -282,7 +282,7 @@ def accuracy_report(
         "config": dict(config),
         "cross_validation": cross_validation,
         # the scored images in the order of every run's "probs"
-        "scored": {"ids": [int(i) for i in results[0].ids], "labels": [int(v) for v in labels]},
+        "scored": _scored_images(results[0].ids, labels),
         "methods": compare_methods(results, methods, setting.num_classes, weights),
         "notes": notes,
     }
@@ -303,6 +303,16 @@ def _same_setting(first: Mapping[str, Any], other: Mapping[str, Any], name: str)
 def _edits(report: Mapping[str, Any], method: str) -> Any:
     config = report["config"]
     return (config.get("overrides"), config.get("profile_overrides"), config["method_overrides"].get(method))
+
+
+def _rounded_probs(probs: Any) -> list[list[float]]:
+    """Class probabilities as the JSON keeps them: ``PROB_DIGITS`` decimals."""
+    return [[round(float(p), PROB_DIGITS) for p in row] for row in probs]
+
+
+def _scored_images(ids: Any, labels: Any) -> dict[str, list[int]]:
+    """The report's ``scored``: the scored images' source ids and labels, in the order of every run's probs."""
+    return {"ids": [int(i) for i in ids], "labels": [int(v) for v in labels]}
 
 
 def upgrade_report(report: Mapping[str, Any], name: str = "report") -> dict[str, Any]:
@@ -329,12 +339,12 @@ def upgrade_report(report: Mapping[str, Any], name: str = "report") -> dict[str,
             if predictions is None:
                 runs.append(record)
                 continue
-            images = {"ids": [int(i) for i in predictions["ids"]], "labels": [int(v) for v in predictions["labels"]]}
+            images = _scored_images(predictions["ids"], predictions["labels"])
             if scored is None:
                 scored = images
             elif images != scored:
                 raise ValueError(f"{name}: {method} seed {record.get('seed')} scored other images than its first run.")
-            record["probs"] = [[round(float(p), PROB_DIGITS) for p in row] for row in predictions["probs"]]
+            record["probs"] = _rounded_probs(predictions["probs"])
             runs.append(record)
         methods[method] = {**entry, "runs": runs}
     upgraded["methods"] = methods
@@ -355,7 +365,8 @@ def merge_reports(
     are recomputed from the kept predictions, pairing runs by seed.
 
     Args:
-        reports: the parsed JSONs (the first one sets the task, images and folds).
+        reports: the parsed JSONs (the first one sets the task, images and folds); files of earlier
+            commits are read through :func:`upgrade_report`.
         names: a short name per report (its file name), for renamed methods.
         weights: bootstrap counts over the images (see :func:`~monai_danil.benchmark.bootstrap_weights`).
         baselines: the methods every other one is compared with (see :func:`compare_methods`).
@@ -364,6 +375,7 @@ def merge_reports(
         ValueError: when the files scored other images or folds, two runs of one method and seed differ,
             or a baseline other than ``ce`` and ``random`` is none of the merged methods.
     """
+    reports = [upgrade_report(report, name) for report, name in zip(reports, names)]
     first = reports[0]
     runs: dict[str, dict[int, RunResult]] = {}
     origin: dict[str, tuple[Mapping[str, Any], str]] = {}
