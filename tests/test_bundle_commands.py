@@ -13,8 +13,8 @@ TorchScript export.
 
 The three READMEs list the same commands but for the bundle's name (checked below). Every command
 runs for retina; for skin and pathology the commands whose configs differ between bundles run
-(training, evaluation, inference on a folder; export from the root for skin, whose ``network_def``
-is not retina's, as pathology's is, checked below). The others are the same text
+(training, evaluation, inference on a folder; export from the root, since neither ``network_def`` is
+retina's: skin's has another stem, pathology's no max-pooling, checked below). The others are the same text
 on overlays that are the same file (``multi_gpu_evaluate.json`` in all three, ``multi_gpu_train.json``
 in retina and pathology; skin's differs only in its sampler, built by the last test under a real
 gloo group). The inference command on a labelled manifest (``--dataset_dir DIR``) is run as
@@ -340,7 +340,6 @@ def _image_folder_names(folder: Path) -> list[str]:
     )
 
 
-@pytest.mark.parametrize("workspace", ["retina", "skin"], indirect=True)  # pathology: retina's net without max-pooling
 def test_export_from_the_root_and_inside_the_bundle_gives_the_checkpoint_outputs(workspace):
     space = workspace.copy("export")
     names = class_names(space.bundle)
