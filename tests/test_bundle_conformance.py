@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_helpers import BUNDLES, class_names, copy_bundle
+from bundle_helpers import BUNDLES, class_names, copy_bundle, run_module
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 TASKS = ("retina", "skin", "pathology")
@@ -47,6 +47,18 @@ def test_check_properties_finds_nothing_missing(task, workflow_type, config, dat
     )
     workflow.initialize()
     assert workflow.check_properties() == []
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_verify_net_in_out_passes_on_the_inference_network(task, tmp_path):
+    """``monai.bundle verify_net_in_out`` as the model zoo's CI runs it, on a copy of the bundle."""
+    bundle = copy_bundle(task, tmp_path)
+    result = run_module(
+        ["monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+         "--config_file", "configs/inference.json", "--device", "cpu"],
+        cwd=bundle,
+    )
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("task", TASKS)
