@@ -497,6 +497,16 @@ def _check_compare(tmp_path: Path, out: Path, report: dict) -> None:
     assert merged["methods"]["danil@copy"]["vs_ce"]["mean_diff"] == pytest.approx(
         merged["methods"]["danil"]["vs_ce"]["mean_diff"])
     assert "| danil@copy |" in result.stdout and [s["file"] for s in merged["config"]["sources"]] == ["cv", "copy"]
+    # the same edits of another train.json (a bundle version that changed a default) do not pool either,
+    # while a file of a commit that did not record its train.json is compared on its edits alone
+    assert re.fullmatch(r"[0-9a-f]{64}", report["config"]["train_config_sha256"])
+    for digest, expected in (("0" * 64, {"ce", "danil", "random", "ce@bumped", "danil@bumped", "random@bumped"}),
+                             (None, {"ce", "danil", "random"})):
+        other = json.loads(out.read_text())
+        other["config"]["train_config_sha256"] = digest
+        (tmp_path / "bumped.json").write_text(json.dumps(other))
+        _cli(["compare", str(out), str(tmp_path / "bumped.json"), "--out", str(merged_out)], cwd=tmp_path)
+        assert set(_strict_json(merged_out)["methods"]) == expected
     # another control: random against danil is danil against random, negated
     result = _cli(["compare", str(out), "--control", "danil", "--out", str(merged_out)], cwd=tmp_path)
     merged = _strict_json(merged_out)

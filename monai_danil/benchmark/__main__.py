@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge accuracy JSONs made on the same images and folds, and compare all their methods with ce and random",
         description="Pool the methods of several accuracy results (same task, images and folds) and recompute the "
         "paired comparisons with ce and random from the predictions they keep; a method configured differently in "
-        "two files is named <method>@<file>.",
+        "two files (other edits, or another bundle train.json) is named <method>@<file>.",
     )
     compare.add_argument("results", type=Path, nargs="+", help="accuracy result JSONs")
     compare.add_argument("--out", type=Path, required=True, help="merged result JSON")

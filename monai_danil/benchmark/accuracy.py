@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -442,6 +443,8 @@ class AccuracyBenchmark:
             split = "test" if self.test_manifest is not None else "val"
         config = {
             "bundle": str(self.bundle.resolve()),
+            # what the runs trained from: two files whose bundle train.json differ do not pool in compare
+            "train_config_sha256": hashlib.sha256(self.config_file.read_bytes()).hexdigest(),
             "data_dir": str(self.data_dir),
             "test_manifest": str(self.test_manifest) if self.test_manifest else None,
             "test_dir": str(self.test_dir or self.test_manifest.parent) if self.test_manifest else None,

@@ -305,6 +305,17 @@ def _edits(report: Mapping[str, Any], method: str) -> Any:
     return (config.get("overrides"), config.get("profile_overrides"), config["method_overrides"].get(method))
 
 
+def _configured_alike(first: Mapping[str, Any], other: Mapping[str, Any], method: str) -> bool:
+    """Whether ``method`` ran the same configuration in two files: the same edits of the same train.json.
+
+    A file written before the bundle's ``train.json`` was recorded (``config.train_config_sha256``)
+    is compared on its edits alone.
+    """
+    digests = first["config"].get("train_config_sha256"), other["config"].get("train_config_sha256")
+    same_bundle = None in digests or digests[0] == digests[1]
+    return same_bundle and _edits(first, method) == _edits(other, method)
+
+
 def _rounded_probs(probs: Any) -> list[list[float]]:
     """Class probabilities as the JSON keeps them: ``PROB_DIGITS`` decimals."""
     return [[round(float(p), PROB_DIGITS) for p in row] for row in probs]
@@ -360,8 +371,9 @@ def merge_reports(
 ) -> dict[str, Any]:
     """One comparison of the methods of several benchmark JSONs made on the same images (and folds).
 
-    A method that appears in several files with the same configuration pools its seeds; one whose
-    configuration differs is renamed ``<method>@<file name>``. Comparisons with ``ce`` and ``random``
+    A method that appears in several files with the same configuration (the same edits of the same
+    bundle ``train.json``) pools its seeds; one whose configuration differs is renamed
+    ``<method>@<file name>``. Comparisons with ``ce`` and ``random``
     are recomputed from the kept predictions, pairing runs by seed.
 
     Args:
@@ -383,7 +395,7 @@ def merge_reports(
         _same_setting(first, report, name)
         for method, entry in report["methods"].items():
             label = method
-            if method in origin and _edits(origin[method][0], method) != _edits(report, method):
+            if method in origin and not _configured_alike(origin[method][0], report, method):
                 label = f"{method}@{name}"
             origin.setdefault(label, (report, name))
             for record in entry["runs"]:
