@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_danil.data import read_manifest
 from monai_danil.data.atomic import write_atomically
+from monai_danil.handlers import file_sha256
 from monai_danil.metrics import classification_report
 from monai_danil.predict import predict
 
@@ -153,6 +153,8 @@ class AccuracyBenchmark:
         self.config_file = self.bundle / "configs" / "train.json"
         if not self.config_file.is_file():
             raise FileNotFoundError(f"bundle config not found: {self.config_file} (is bundles/{task} written yet?)")
+        # what the runs train from, read once: two files whose bundle train.json differ do not pool in compare
+        self.config_sha256 = file_sha256(self.config_file)
         self.data_dir = Path(data_dir).resolve()
         if not (self.data_dir / "manifest.csv").is_file():
             raise FileNotFoundError(f"no manifest.csv in --data-dir {self.data_dir}.")
@@ -443,8 +445,7 @@ class AccuracyBenchmark:
             split = "test" if self.test_manifest is not None else "val"
         config = {
             "bundle": str(self.bundle.resolve()),
-            # what the runs trained from: two files whose bundle train.json differ do not pool in compare
-            "train_config_sha256": hashlib.sha256(self.config_file.read_bytes()).hexdigest(),
+            "train_config_sha256": self.config_sha256,
             "data_dir": str(self.data_dir),
             "test_manifest": str(self.test_manifest) if self.test_manifest else None,
             "test_dir": str(self.test_dir or self.test_manifest.parent) if self.test_manifest else None,
